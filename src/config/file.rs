@@ -1,0 +1,339 @@
+//! The configuration file as written: TOML structs that mirror
+//! `config/olive.toml` one to one.
+//!
+//! Every struct denies unknown fields, so a typo is an error instead of a
+//! silently ignored setting. Defaults live in named `DEFAULT_*` constants with
+//! the reason for each value beside it. Nothing here is checked beyond its
+//! type; `super::validate` turns these into the runtime [`super::Config`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Graceful shutdown budget. Long enough for a slow Django view to finish,
+/// short enough that a deploy does not hang on a stuck client.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that cannot send its request head in this time is cut off
+/// (slowloris). nginx's `client_header_timeout` defaults to 60s; browsers
+/// send a head in one packet, so 10s is generous.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle keep-alive connections from clients are closed after this (nginx
+/// `keepalive_timeout` is 75s).
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+/// TLS handshakes must finish within this time or the connection is dropped.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request head size limit (request line + headers). nginx uses 4 buffers of
+/// 8 KiB; 32 KiB holds the largest cookies a Django site usually sets.
+/// Above it the client gets 431.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Number of request header fields accepted; more is 431.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Largest request body accepted (nginx `client_max_body_size`, default 1m;
+/// Django's own `DATA_UPLOAD_MAX_MEMORY_SIZE` is 2.5 MB). Above it: 413.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+/// Bodies up to this size are read completely before the upstream sees the
+/// request, so a slow client never holds a synchronous Django worker.
+pub const DEFAULT_BODY_BUFFER_BYTES: u64 = 1024 * 1024;
+/// Simultaneous client connections per listener; past it new connections wait
+/// in the kernel backlog. Each costs a file descriptor and some buffers.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Concurrent HTTP/2 streams per client connection (RFC 9113 suggests at
+/// least 100).
+pub const DEFAULT_H2_MAX_STREAMS: u32 = 100;
+
+/// Upstream TCP (or unix) connect timeout. Loopback connects take
+/// microseconds; a second means the upstream is not there.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Time for the upstream to produce response headers (nginx
+/// `proxy_read_timeout` is 60s; gunicorn's worker timeout is 30s).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Budget for the whole exchange, body included: bounds a response that
+/// trickles forever.
+pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(300);
+/// Idle pooled upstream connections are closed after this. Below gunicorn's
+/// default keep-alive of 2s would defeat pooling; uvicorn keeps 5s.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle pooled connections kept per upstream address.
+pub const DEFAULT_POOL_MAX_IDLE: usize = 256;
+/// Connect failures in a row that eject an address (nginx `max_fails`).
+pub const DEFAULT_MAX_FAILS: u32 = 1;
+/// How long an ejected address stays out of rotation (nginx `fail_timeout`).
+pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Extra attempts on another address after a connect failure. Only connect
+/// failures are retried: the upstream saw nothing, so retrying is safe.
+pub const DEFAULT_RETRIES: u32 = 1;
+/// A websocket tunnel with no bytes in either direction for this long is
+/// closed. Browsers and Channels ping every 20-30s.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Cache-Control for static files when the route does not say.
+pub const DEFAULT_STATIC_CACHE_CONTROL: &str = "public, max-age=3600";
+/// HSTS max-age when redirecting to HTTPS: one year, as browsers' preload
+/// lists expect.
+pub const DEFAULT_HSTS_MAX_AGE: Duration = Duration::from_secs(365 * 24 * 3600);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<Listener>,
+    #[serde(default, rename = "certificate")]
+    pub certificates: Vec<Certificate>,
+    #[serde(default, rename = "upstream")]
+    pub upstreams: Vec<Upstream>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub router: Router,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    pub log_format: LogFormat,
+    /// `tracing` filter directive, e.g. `info` or `olive=debug,hyper=warn`.
+    pub log_level: String,
+    pub access_log: bool,
+    /// Peers whose X-Forwarded-* / Forwarded / X-Request-ID headers are
+    /// believed (a load balancer in front of olive). CIDR or single address.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            log_format: LogFormat::Pretty,
+            log_level: "info".into(),
+            access_log: true,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub tls_handshake_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_body_bytes: u64,
+    pub body_buffer_bytes: u64,
+    /// What to do with a body larger than `body_buffer_bytes` (but within
+    /// `max_body_bytes`): stream it to the upstream, or refuse it with 413.
+    pub oversize_body: OversizeBody,
+    pub max_connections: usize,
+    pub h2_max_concurrent_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            body_buffer_bytes: DEFAULT_BODY_BUFFER_BYTES,
+            oversize_body: OversizeBody::Stream,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            h2_max_concurrent_streams: DEFAULT_H2_MAX_STREAMS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OversizeBody {
+    Stream,
+    Refuse,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub name: String,
+    pub kind: ListenerKind,
+    /// `host:port`; port 0 picks a free port (tests).
+    pub bind: String,
+    /// Plain HTTP listeners only: answer every request with a 308 to this
+    /// HTTPS port on the same host.
+    pub redirect_https_port: Option<u16>,
+    /// HTTPS listeners only: send Strict-Transport-Security.
+    #[serde(default)]
+    pub hsts: bool,
+    #[serde(default = "default_hsts_max_age", with = "humantime_serde")]
+    pub hsts_max_age: Duration,
+}
+
+fn default_hsts_max_age() -> Duration {
+    DEFAULT_HSTS_MAX_AGE
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    Http,
+    Https,
+    Admin,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// SNI names this pair answers for. Empty: names from the certificate
+    /// are not inspected, so an empty list only makes sense on the default.
+    #[serde(default)]
+    pub server_names: Vec<String>,
+    /// The pair used when SNI is absent or matches nothing. Exactly one
+    /// certificate is the default (the first, if none says so).
+    #[serde(default)]
+    pub default: bool,
+    /// Create a self-signed certificate for `server_names` (or localhost)
+    /// when the files are missing. For development only.
+    #[serde(default)]
+    pub self_signed_if_missing: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub name: String,
+    /// `host:port` or `unix:/path/to/socket`.
+    pub addresses: Vec<String>,
+    #[serde(default = "d::connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "d::header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    #[serde(default = "d::total_timeout", with = "humantime_serde")]
+    pub total_timeout: Duration,
+    #[serde(default = "d::pool_idle_timeout", with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    #[serde(default = "d::pool_max_idle")]
+    pub pool_max_idle: usize,
+    #[serde(default = "d::max_fails")]
+    pub max_fails: u32,
+    #[serde(default = "d::fail_timeout", with = "humantime_serde")]
+    pub fail_timeout: Duration,
+    #[serde(default = "d::retries")]
+    pub retries: u32,
+}
+
+/// serde needs functions for field defaults; these name the constants above.
+mod d {
+    use super::*;
+    pub fn connect_timeout() -> Duration {
+        DEFAULT_CONNECT_TIMEOUT
+    }
+    pub fn header_timeout() -> Duration {
+        DEFAULT_HEADER_TIMEOUT
+    }
+    pub fn total_timeout() -> Duration {
+        DEFAULT_TOTAL_TIMEOUT
+    }
+    pub fn pool_idle_timeout() -> Duration {
+        DEFAULT_POOL_IDLE_TIMEOUT
+    }
+    pub fn pool_max_idle() -> usize {
+        DEFAULT_POOL_MAX_IDLE
+    }
+    pub fn max_fails() -> u32 {
+        DEFAULT_MAX_FAILS
+    }
+    pub fn fail_timeout() -> Duration {
+        DEFAULT_FAIL_TIMEOUT
+    }
+    pub fn retries() -> u32 {
+        DEFAULT_RETRIES
+    }
+    pub fn tunnel_idle_timeout() -> Duration {
+        DEFAULT_TUNNEL_IDLE_TIMEOUT
+    }
+    pub fn yes() -> bool {
+        true
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Router {
+    /// Status for requests whose Host matches no route (default 421
+    /// Misdirected Request; 404 is the other common choice).
+    pub unmatched_status: Option<u16>,
+}
+
+/// One entry of the route table. Exactly one of `proxy`, `tunnel`, `static`
+/// is set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Listener names this route is served on; empty: every public
+    /// (http/https) listener.
+    #[serde(default)]
+    pub listeners: Vec<String>,
+    /// Host names (`example.com`, `*.example.com`); empty: any host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Path prefix, starting with `/`. The longest matching prefix wins.
+    pub path: String,
+    pub proxy: Option<ProxyRoute>,
+    pub tunnel: Option<TunnelRoute>,
+    #[serde(rename = "static")]
+    pub static_files: Option<StaticRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyRoute {
+    pub upstream: String,
+    /// gzip/br-compress text responses the upstream left uncompressed.
+    #[serde(default = "d::yes")]
+    pub compress: bool,
+}
+
+/// A proxy route on which `Upgrade: websocket` requests are passed through
+/// to the upstream (Django Channels under daphne or uvicorn); ordinary
+/// requests on it are proxied as usual.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelRoute {
+    pub upstream: String,
+    #[serde(default = "d::tunnel_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticRoute {
+    /// Directory served; the route's path prefix is stripped first.
+    pub root: PathBuf,
+    pub cache_control: Option<String>,
+    /// Serve `file.br` / `file.gz` next to `file` when the client accepts it.
+    #[serde(default = "d::yes")]
+    pub precompressed: bool,
+    /// File served for a directory request (`index.html`); none: 404.
+    pub index: Option<String>,
+}

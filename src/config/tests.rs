@@ -1,0 +1,112 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/olive/olive.toml"))
+}
+
+fn fields(text: &str) -> Vec<String> {
+    parse(text).unwrap_err().errors.into_iter().map(|e| e.field).collect()
+}
+
+const MINIMAL: &str = r#"
+[[listener]]
+name = "http"
+kind = "http"
+bind = "127.0.0.1:8080"
+
+[[upstream]]
+name = "django"
+addresses = ["127.0.0.1:8000", "unix:run/gunicorn.sock"]
+
+[[route]]
+path = "/"
+proxy.upstream = "django"
+"#;
+
+#[test]
+fn minimal_file_gets_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.limits.max_body_bytes, file::DEFAULT_MAX_BODY_BYTES);
+    assert_eq!(c.upstreams[0].connect_timeout, file::DEFAULT_CONNECT_TIMEOUT);
+    assert_eq!(c.upstreams[0].addresses[1], UpstreamAddr::Unix("/etc/olive/run/gunicorn.sock".into()));
+    assert!(matches!(c.routes[0].action, Action::Proxy { upstream: 0, compress: true, tunnel: None }));
+    assert_eq!(c.unmatched_status, StatusCode::MISDIRECTED_REQUEST);
+}
+
+#[test]
+fn unknown_keys_are_errors() {
+    let err = parse(&format!("{MINIMAL}\n[limits]\nmax_body = 3\n")).unwrap_err();
+    assert!(err.errors[0].message.contains("unknown field"), "{err}");
+}
+
+#[test]
+fn every_error_is_reported_with_its_field() {
+    let text = r#"
+[server]
+trusted_proxies = ["10.0.0.0/8", "nonsense"]
+
+[limits]
+body_buffer_bytes = 100
+max_body_bytes = 10
+
+[[listener]]
+name = "tls"
+kind = "https"
+bind = "not an address"
+
+[[route]]
+path = "static/"
+proxy.upstream = "missing"
+"#;
+    assert_eq!(
+        fields(text),
+        [
+            "server.trusted_proxies[1]",
+            "limits.body_buffer_bytes",
+            "listener[0].bind",
+            "certificate",
+            "route[0].path",
+            "route[0].proxy.upstream",
+        ]
+    );
+}
+
+#[test]
+fn a_route_has_exactly_one_action() {
+    let text = format!("{MINIMAL}\n[[route]]\npath = \"/x\"\n");
+    assert_eq!(fields(&text), ["route[1].path"]);
+}
+
+#[test]
+fn missing_certificate_is_an_error_unless_self_signed_is_allowed() {
+    let tls = r#"
+[[listener]]
+name = "tls"
+kind = "https"
+bind = "127.0.0.1:8443"
+
+[[certificate]]
+cert = "/nonexistent/cert.pem"
+key = "/nonexistent/key.pem"
+"#;
+    assert_eq!(fields(tls), ["certificate[0].cert", "certificate[0].key"]);
+    let dev = format!("{tls}self_signed_if_missing = true\n");
+    assert!(parse(&dev).is_ok());
+}
+
+#[test]
+fn host_patterns() {
+    let exact = HostPattern::Exact("example.com".into());
+    let suffix = HostPattern::Suffix(".example.com".into());
+    for (host, e, s) in [
+        ("example.com", true, false),
+        ("EXAMPLE.com", true, false),
+        ("www.example.com", false, true),
+        ("a.b.Example.COM", false, true),
+        ("badexample.com", false, false),
+        (".example.com", false, false),
+    ] {
+        assert_eq!(exact.matches(host), e, "{host}");
+        assert_eq!(suffix.matches(host), s, "{host}");
+    }
+}
