@@ -4,8 +4,16 @@
 //! Django, static files and websocket tunnels. The modules follow the parts
 //! of the design: [`config`] (what to do), [`router`] (which route serves a
 //! request), [`edge`] (listeners, TLS, the per-request entry point and
-//! shutdown), [`proxy`] (upstreams), [`static_files`], and [`ops`] (logs).
+//! shutdown), [`proxy`] (upstreams and tunnels), [`static_files`],
+//! [`compress`], [`ops`] (logs) and [`cli`].
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod cli;
+pub mod compress;
 pub mod config;
+pub mod edge;
+pub mod ops;
+pub mod proxy;
+pub mod router;
+pub mod static_files;

@@ -18,9 +18,6 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// (slowloris). nginx's `client_header_timeout` defaults to 60s; browsers
 /// send a head in one packet, so 10s is generous.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Idle keep-alive connections from clients are closed after this (nginx
-/// `keepalive_timeout` is 75s).
-pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 /// TLS handshakes must finish within this time or the connection is dropped.
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request head size limit (request line + headers). nginx uses 4 buffers of
@@ -130,8 +127,6 @@ pub struct Limits {
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     #[serde(with = "humantime_serde")]
-    pub keepalive_timeout: Duration,
-    #[serde(with = "humantime_serde")]
     pub tls_handshake_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
@@ -148,7 +143,6 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
-            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,

@@ -1,0 +1,82 @@
+//! The `olive` command line: `serve`, `check` and `dev-cert`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::edge::{self, Server};
+
+#[derive(Debug, Parser)]
+#[command(name = "olive", version, about = "The live-update edge for Django sites")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve {
+        #[arg(long, short, default_value = "config/olive.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file (like `nginx -t`): exit 0, or print
+    /// every error with its field and exit 1.
+    Check {
+        #[arg(long, short, default_value = "config/olive.toml")]
+        config: PathBuf,
+    },
+    /// Write a self-signed certificate for local development.
+    DevCert {
+        #[arg(long, default_value = "certs/dev-cert.pem")]
+        cert: PathBuf,
+        #[arg(long, default_value = "certs/dev-key.pem")]
+        key: PathBuf,
+        /// Names the certificate is valid for (default: localhost, 127.0.0.1, ::1).
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => {
+            let config = load(&config)?;
+            crate::ops::log::init(config.server.log_format, &config.server.log_level);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(async {
+                let server = Server::bind(config).await?;
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                let trigger = shutdown.clone();
+                tokio::spawn(async move {
+                    edge::termination_signal().await;
+                    trigger.cancel();
+                });
+                server.run(shutdown).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::DevCert { cert, key, names } => {
+            edge::tls::write_self_signed(&cert, &key, &names)?;
+            println!("wrote {} and {}", cert.display(), key.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}

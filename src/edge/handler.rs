@@ -1,0 +1,208 @@
+//! The per-request entry point: decides the route and hands the request to
+//! the proxy, a tunnel or the static file server, then finishes the response
+//! (HSTS, request id, access log).
+//!
+//! Every error a handler can produce becomes a response here, in one place.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::{self, Body};
+use crate::config::{Action, Config, ListenerKind};
+use crate::ops::access::{self, AccessLog};
+use crate::proxy::{self, ClientInfo, ProxyError, Upstream, tunnel};
+use crate::router::{Decision, Router};
+use crate::static_files;
+
+/// Everything a request needs, shared by all connections.
+pub struct App {
+    pub config: Arc<Config>,
+    pub router: Router,
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// Cancelled when olive starts draining: tunnels close.
+    pub shutdown: CancellationToken,
+}
+
+impl App {
+    pub fn new(config: Arc<Config>, shutdown: CancellationToken) -> App {
+        let router = Router::new(&config);
+        let upstreams = config.upstreams.iter().map(|u| Arc::new(Upstream::new(u))).collect();
+        App { config, router, upstreams, shutdown }
+    }
+}
+
+/// Facts about the connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    /// Index into `Config::listeners`.
+    pub listener: usize,
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// Serves one request.
+pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let listener = &app.config.listeners[conn.listener];
+    let trusted = app.config.server.trusts(conn.peer.ip());
+    let request_id = request_id(&req, trusted);
+    let host = request_host(&req).unwrap_or_default();
+    let log = app.config.server.access_log.then(|| AccessLog::start(&req, conn.peer, &request_id, started));
+
+    let mut resp = if let Some(port) = listener.redirect_https_port {
+        redirect_to_https(&req, &host, port)
+    } else if listener.kind == ListenerKind::Admin && req.uri().path() == "/healthz" {
+        text(StatusCode::OK, "ok\n")
+    } else {
+        let client = ClientInfo {
+            peer: conn.peer.ip(),
+            trusted,
+            proto: if conn.tls { "https" } else { "http" },
+            host: host.clone(),
+            request_id: request_id.clone(),
+        };
+        dispatch(&app, conn, req, &client).await
+    };
+
+    let headers = resp.headers_mut();
+    headers.insert(&proxy::headers::X_REQUEST_ID, request_id);
+    if let Some(max_age) = listener.hsts {
+        let value = format!("max-age={}; includeSubDomains", max_age.as_secs());
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_str(&value).expect("digits are valid"),
+        );
+    }
+    match log {
+        Some(log) => access::finish(log, resp),
+        None => resp,
+    }
+}
+
+async fn dispatch(app: &App, conn: Conn, req: Request<Incoming>, client: &ClientInfo) -> Response<Body> {
+    let hostname = strip_port(&client.host).to_owned();
+    let path = req.uri().path().to_owned();
+    let route = match app.router.route(conn.listener, &hostname, &path) {
+        Decision::Route { route, rest } => (route, rest.to_owned()),
+        Decision::NoPath => return text(StatusCode::NOT_FOUND, "not found\n"),
+        Decision::NoHost => return status_page(app.config.unmatched_status),
+    };
+    let limits = &app.config.limits;
+    let result = match &route.0.action {
+        Action::Static(dir) => {
+            let (parts, _) = req.into_parts();
+            return static_files::serve(&parts, &route.1, dir).await;
+        }
+        Action::Proxy { upstream, tunnel: Some(idle), .. } if tunnel::is_websocket_upgrade(&req) => {
+            tunnel::open(&app.upstreams[*upstream], req, client, *idle, app.shutdown.clone()).await
+        }
+        Action::Proxy { upstream, compress, .. } => {
+            let upstream = &app.upstreams[*upstream];
+            if *compress {
+                crate::compress::forward(upstream, req, client, limits).await
+            } else {
+                proxy::forward(upstream, req, client, limits).await
+            }
+        }
+    };
+    result.unwrap_or_else(|e| proxy_error(&e))
+}
+
+fn proxy_error(e: &ProxyError) -> Response<Body> {
+    let status = e.status();
+    if status.is_server_error() {
+        tracing::warn!(error = %e, "proxy error");
+    }
+    status_page(status)
+}
+
+/// A small HTML page for an error status, in the spirit of nginx's.
+pub fn status_page(status: StatusCode) -> Response<Body> {
+    let reason = status.canonical_reason().unwrap_or("");
+    let html = format!(
+        "<!doctype html>\n<html><head><title>{code} {reason}</title></head>\n<body><h1>{code} {reason}</h1><hr><p>olive</p></body></html>\n",
+        code = status.as_u16()
+    );
+    let mut resp = Response::new(body::full(html));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+pub fn text(status: StatusCode, message: &'static str) -> Response<Body> {
+    let mut resp = Response::new(body::full(message));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+fn redirect_to_https<B>(req: &Request<B>, host: &str, port: u16) -> Response<Body> {
+    let host = strip_port(host);
+    let authority = if port == 443 { host.to_owned() } else { format!("{host}:{port}") };
+    let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = format!("https://{authority}{path}");
+    let mut resp = Response::new(body::empty());
+    // 308 keeps the method and body, unlike 301 (RFC 9110 §15.4.9).
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    match HeaderValue::from_str(&location) {
+        Ok(v) => {
+            resp.headers_mut().insert(header::LOCATION, v);
+            resp
+        }
+        Err(_) => status_page(StatusCode::BAD_REQUEST),
+    }
+}
+
+/// The request's host: `Host`, or the URI authority (HTTP/2 `:authority`).
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    if let Some(authority) = req.uri().authority() {
+        return Some(authority.as_str().to_owned());
+    }
+    req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned)
+}
+
+/// `example.com:8443` → `example.com`; `[::1]:8443` → `[::1]`.
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    }
+}
+
+/// The id this request is logged and forwarded under: a trusted proxy's, or
+/// a fresh random one.
+fn request_id<B>(req: &Request<B>, trusted: bool) -> HeaderValue {
+    if trusted
+        && let Some(id) = req.headers().get(&proxy::headers::X_REQUEST_ID)
+        && id.len() <= 128
+    {
+        return id.clone();
+    }
+    let id = format!("{:032x}", fastrand::u128(..));
+    HeaderValue::from_str(&id).expect("hex is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_port_table() {
+        for (input, want) in [
+            ("example.com", "example.com"),
+            ("example.com:8443", "example.com"),
+            ("[::1]:8443", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("", ""),
+        ] {
+            assert_eq!(strip_port(input), want);
+        }
+    }
+}

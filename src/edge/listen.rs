@@ -1,0 +1,126 @@
+//! One listening socket: the accept loop and the per-connection task.
+//!
+//! The accept loop only accepts and spawns. The connection task holds a
+//! permit from the listener's connection limit (released on drop), runs the
+//! TLS handshake under its timeout, and serves HTTP/1.1 or HTTP/2 with the
+//! configured header limits, watched by the graceful-shutdown tracker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::handler::{self, App, Conn};
+
+pub(super) struct Listener {
+    pub index: usize,
+    pub socket: TcpListener,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub app: Arc<App>,
+    pub graceful: Arc<GracefulShutdown>,
+}
+
+impl Listener {
+    pub async fn accept_loop(self, shutdown: CancellationToken) {
+        let limits = &self.app.config.limits;
+        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let http = Arc::new(http_builder(&self.app));
+        loop {
+            // Wait for a free slot first: past the limit, connections queue
+            // in the kernel backlog instead of costing memory here.
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
+                _ = shutdown.cancelled() => return,
+            };
+            let (stream, peer) = tokio::select! {
+                accepted = self.socket.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.cancelled() => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let conn = Conn { listener: self.index, peer, tls: self.tls.is_some() };
+            let task = ConnTask {
+                app: self.app.clone(),
+                http: http.clone(),
+                tls: self.tls.clone(),
+                watcher: self.graceful.watcher(),
+                conn,
+                _permit: permit,
+            };
+            tokio::spawn(task.run(stream));
+        }
+    }
+}
+
+/// The HTTP/1.1 + HTTP/2 server settings for a listener.
+fn http_builder(app: &App) -> auto::Builder<TokioExecutor> {
+    let limits = &app.config.limits;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // Request head larger than this: 431.
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(limits.max_header_bytes as u32);
+    builder
+}
+
+struct ConnTask {
+    app: Arc<App>,
+    http: Arc<auto::Builder<TokioExecutor>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    watcher: Watcher,
+    conn: Conn,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl ConnTask {
+    async fn run(self, stream: TcpStream) {
+        match self.tls.clone() {
+            None => self.serve(stream).await,
+            Some(acceptor) => {
+                let timeout = self.app.config.limits.tls_handshake_timeout;
+                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => self.serve(tls).await,
+                    Ok(Err(e)) => tracing::debug!(peer = %self.conn.peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(peer = %self.conn.peer, "TLS handshake timed out"),
+                }
+            }
+        }
+    }
+
+    async fn serve<IO>(self, io: IO)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let app = self.app;
+        let conn = self.conn;
+        let service = service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, std::convert::Infallible>(handler::handle(app, conn, req).await) }
+        });
+        let connection = self.http.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
+        if let Err(e) = self.watcher.watch(connection).await {
+            tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The edge: listeners, TLS termination, connection serving and graceful
+//! shutdown.
+//!
+//! [`Server::bind`] opens every configured socket (so that a port conflict
+//! is reported before anything is served) and builds the shared [`App`];
+//! [`Server::run`] accepts until the shutdown token is cancelled, then
+//! drains: listeners close, in-flight requests finish, tunnels close, and
+//! whatever is still open when the drain timeout passes is dropped.
+
+pub mod handler;
+mod listen;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use handler::App;
+
+use crate::config::{Config, ListenerKind};
+
+pub struct Server {
+    app: Arc<App>,
+    sockets: Vec<TcpListener>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Server {
+    /// Binds every listener and loads certificates.
+    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        let config = Arc::new(config);
+        let needs_tls = config.listeners.iter().any(|l| l.kind == ListenerKind::Https);
+        let tls = if needs_tls {
+            let server_config =
+                tls::server_config(&config.certificates).context("loading TLS certificates")?;
+            Some(tokio_rustls::TlsAcceptor::from(server_config))
+        } else {
+            None
+        };
+        let mut sockets = Vec::new();
+        for l in &config.listeners {
+            let socket = TcpListener::bind(l.bind)
+                .await
+                .with_context(|| format!("listener {} on {}", l.name, l.bind))?;
+            tracing::info!(listener = %l.name, kind = ?l.kind, addr = %socket.local_addr()?, "listening");
+            sockets.push(socket);
+        }
+        let app = Arc::new(App::new(config, CancellationToken::new()));
+        Ok(Server { app, sockets, tls })
+    }
+
+    /// The bound address of the listener called `name` (port 0 resolved).
+    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
+        let i = self.app.config.listeners.iter().position(|l| l.name == name)?;
+        self.sockets[i].local_addr().ok()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains within the
+    /// configured drain timeout.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let graceful = Arc::new(GracefulShutdown::new());
+        let mut accept_loops = tokio::task::JoinSet::new();
+        for (index, socket) in self.sockets.into_iter().enumerate() {
+            let listener = listen::Listener {
+                index,
+                socket,
+                tls: if self.app.config.listeners[index].kind == ListenerKind::Https {
+                    self.tls.clone()
+                } else {
+                    None
+                },
+                app: self.app.clone(),
+                graceful: graceful.clone(),
+            };
+            accept_loops.spawn(listener.accept_loop(shutdown.clone()));
+        }
+        shutdown.cancelled().await;
+        // Listening sockets close as the accept loops return.
+        accept_loops.join_all().await;
+        self.app.shutdown.cancel();
+        let drain = self.app.config.server.drain_timeout;
+        let open = graceful.count();
+        tracing::info!(connections = open, timeout_secs = drain.as_secs_f32(), "draining");
+        let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| unreachable!("accept loops have ended"));
+        match tokio::time::timeout(drain, graceful.shutdown()).await {
+            Ok(()) => tracing::info!("drained"),
+            Err(_) => tracing::warn!("drain timeout passed; closing the remaining connections"),
+        }
+        Ok(())
+    }
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn termination_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

@@ -1,0 +1,230 @@
+//! Header rules for proxying: hop-by-hop removal and the forwarding headers
+//! olive adds.
+//!
+//! RFC 9110 §7.6.1: a proxy removes the `Connection` header and every field
+//! it names, plus the classic hop-by-hop fields, before forwarding a message
+//! in either direction. RFC 7239 defines `Forwarded`; the `X-Forwarded-*`
+//! family is the de-facto form Django's `SECURE_PROXY_SSL_HEADER` and
+//! `USE_X_FORWARDED_HOST` read. Incoming forwarding headers are kept only
+//! when the peer is a trusted proxy; otherwise a client could claim any
+//! address or scheme.
+
+use std::net::IpAddr;
+
+use http::HeaderMap;
+use http::header::{self, HeaderName, HeaderValue};
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Fields that are hop-by-hop whether or not `Connection` names them
+/// (RFC 9110 §7.6.1, plus the non-standard `Proxy-Connection` and
+/// `Keep-Alive` that old clients send).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop fields, including every field named in `Connection`.
+/// `Upgrade` is removed too unless `keep_upgrade` (a websocket tunnel, where
+/// the upgrade is exactly what must reach the upstream).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    if !keep_upgrade {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Who the client is, as olive decided it.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding<'a> {
+    pub peer: IpAddr,
+    /// The peer is a trusted proxy: keep and extend what it sent.
+    pub trusted: bool,
+    /// `https` or `http`: how the client reached olive.
+    pub proto: &'static str,
+    /// The request's host (with port when the client sent one).
+    pub host: &'a str,
+}
+
+/// Sets `X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded` on a request
+/// bound upstream, replacing whatever an untrusted client sent.
+pub fn set_forwarding(headers: &mut HeaderMap, f: Forwarding<'_>) {
+    let prior_xff = if f.trusted { joined(headers, &X_FORWARDED_FOR) } else { None };
+    let prior_fwd = if f.trusted { joined(headers, &header::FORWARDED) } else { None };
+    let proto = if f.trusted { headers.get(&X_FORWARDED_PROTO).cloned() } else { None }
+        .unwrap_or(HeaderValue::from_static(f.proto));
+    let host = if f.trusted { headers.get(&X_FORWARDED_HOST).cloned() } else { None }
+        .or_else(|| HeaderValue::from_str(f.host).ok());
+
+    let peer = f.peer.to_string();
+    let xff = match prior_xff {
+        Some(prior) => format!("{prior}, {peer}"),
+        None => peer,
+    };
+    // RFC 7239 §6: IPv6 addresses are quoted and bracketed.
+    let node = match f.peer {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let mut element = format!("for={node};proto={}", f.proto);
+    if is_token(f.host) {
+        element.push_str(";host=");
+        element.push_str(f.host);
+    } else if !f.host.is_empty() {
+        element.push_str(&format!(";host=\"{}\"", f.host.replace(['"', '\\'], "")));
+    }
+    let fwd = match prior_fwd {
+        Some(prior) => format!("{prior}, {element}"),
+        None => element,
+    };
+
+    for (name, value) in [(&X_FORWARDED_FOR, xff), (&header::FORWARDED, fwd)] {
+        match HeaderValue::from_str(&value) {
+            Ok(v) => {
+                headers.insert(name, v);
+            }
+            Err(_) => {
+                headers.remove(name);
+            }
+        }
+    }
+    headers.insert(&X_FORWARDED_PROTO, proto);
+    match host {
+        Some(h) => headers.insert(&X_FORWARDED_HOST, h),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
+}
+
+/// All values of a (list-valued) field joined with `, `.
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let values: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+/// RFC 9110 §5.6.2 token characters.
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<&str> {
+        let mut v: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        v.sort();
+        v
+    }
+
+    /// RFC 9110 §7.6.1.
+    #[test]
+    fn hop_by_hop_table() {
+        for (input, keep_upgrade, left) in [
+            (&[("connection", "close"), ("accept", "*/*")][..], false, &["accept"][..]),
+            (
+                &[
+                    ("connection", "x-secret, Keep-Alive"),
+                    ("x-secret", "1"),
+                    ("keep-alive", "5"),
+                    ("x-ok", "1"),
+                ],
+                false,
+                &["x-ok"],
+            ),
+            (
+                &[("te", "trailers"), ("trailer", "x"), ("transfer-encoding", "chunked"), ("host", "h")],
+                false,
+                &["host"],
+            ),
+            (&[("proxy-connection", "keep-alive"), ("proxy-authorization", "Basic x")], false, &[]),
+            (
+                &[("connection", "upgrade"), ("upgrade", "websocket"), ("sec-websocket-key", "k")],
+                false,
+                &["sec-websocket-key"],
+            ),
+            (
+                &[("connection", "upgrade"), ("upgrade", "websocket"), ("sec-websocket-key", "k")],
+                true,
+                &["sec-websocket-key", "upgrade"],
+            ),
+            (&[("connection", "bogus header name!, x-a"), ("x-a", "1"), ("x-b", "2")], false, &["x-b"]),
+        ] {
+            let mut h = map(input);
+            strip_hop_by_hop(&mut h, keep_upgrade);
+            assert_eq!(names(&h), left, "{input:?}");
+        }
+    }
+
+    fn forwarded(input: &[(&str, &str)], trusted: bool, peer: &str, host: &str) -> HeaderMap {
+        let mut h = map(input);
+        set_forwarding(&mut h, Forwarding { peer: peer.parse().unwrap(), trusted, proto: "https", host });
+        h
+    }
+
+    #[test]
+    fn untrusted_clients_cannot_spoof() {
+        let h = forwarded(
+            &[
+                ("x-forwarded-for", "1.2.3.4"),
+                ("x-forwarded-proto", "http"),
+                ("x-forwarded-host", "evil.com"),
+                ("forwarded", "for=1.2.3.4"),
+            ],
+            false,
+            "203.0.113.9",
+            "example.com",
+        );
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+        assert_eq!(h["forwarded"], "for=203.0.113.9;proto=https;host=example.com");
+    }
+
+    #[test]
+    fn trusted_proxies_are_extended() {
+        let h = forwarded(
+            &[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-for", "5.6.7.8"), ("x-forwarded-proto", "https")],
+            true,
+            "10.0.0.2",
+            "example.com:8443",
+        );
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.0.0.2");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["forwarded"], "for=10.0.0.2;proto=https;host=\"example.com:8443\"");
+    }
+
+    /// RFC 7239 §6: IPv6 nodes are quoted and bracketed.
+    #[test]
+    fn ipv6_peer_in_forwarded() {
+        let h = forwarded(&[], false, "2001:db8::1", "example.com");
+        assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+        assert_eq!(h["forwarded"], "for=\"[2001:db8::1]\";proto=https;host=example.com");
+    }
+}

@@ -1,0 +1,182 @@
+//! The reverse proxy: forwards a request to an upstream over a pooled
+//! keep-alive HTTP/1.1 connection and streams the answer back.
+//!
+//! Whatever the client spoke (HTTP/1.1 or HTTP/2), the upstream gets
+//! HTTP/1.1 with `Host` preserved, hop-by-hop fields removed and the
+//! forwarding headers set ([`headers`]). Only connect failures are retried,
+//! and only for idempotent requests whose body was buffered: then the
+//! upstream provably saw nothing, and the request can be sent again whole.
+
+pub mod body;
+mod connect;
+pub mod headers;
+pub mod tunnel;
+pub mod upstream;
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::body::Body;
+use crate::config::Limits;
+pub use upstream::Upstream;
+
+/// Why a proxied request failed, and so what the client is told.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error(transparent)]
+    Body(#[from] body::BodyError),
+    #[error("no address of upstream {0} could be connected")]
+    Connect(String),
+    #[error("upstream {upstream} failed: {source}")]
+    Upstream { upstream: String, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("upstream {0} did not answer in time")]
+    Timeout(String),
+}
+
+impl ProxyError {
+    /// The one mapping from proxy failures to HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::Body(body::BodyError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Body(body::BodyError::Read(_)) => StatusCode::BAD_REQUEST,
+            ProxyError::Connect(_) | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+}
+
+/// What olive knows about the client side of one request.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub peer: IpAddr,
+    /// The peer is a configured trusted proxy.
+    pub trusted: bool,
+    pub proto: &'static str,
+    /// Host as the client named it (Host header or `:authority`), port kept.
+    pub host: String,
+    pub request_id: HeaderValue,
+}
+
+/// Which address served a request, for the access log.
+#[derive(Debug, Clone)]
+pub struct UpstreamAddrUsed(pub String);
+
+/// Rewrites a client request head into the one the upstream gets.
+pub(crate) fn upstream_head(parts: &mut http::request::Parts, client: &ClientInfo, keep_upgrade: bool) {
+    headers::strip_hop_by_hop(&mut parts.headers, keep_upgrade);
+    headers::set_forwarding(
+        &mut parts.headers,
+        headers::Forwarding {
+            peer: client.peer,
+            trusted: client.trusted,
+            proto: client.proto,
+            host: &client.host,
+        },
+    );
+    parts.headers.insert(&headers::X_REQUEST_ID, client.request_id.clone());
+    if !parts.headers.contains_key(header::HOST)
+        && let Ok(host) = HeaderValue::from_str(&client.host)
+    {
+        // HTTP/2 clients send :authority instead of Host.
+        parts.headers.insert(header::HOST, host);
+    }
+    parts.version = Version::HTTP_11;
+    // The pooled client wants absolute-form; it sends origin-form upstream.
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    parts.uri = Uri::builder()
+        .scheme("http")
+        .authority("upstream")
+        .path_and_query(path)
+        .build()
+        .unwrap_or_else(|_| Uri::from_static("http://upstream/"));
+}
+
+/// Forwards `req` to `upstream` and returns its response (streaming).
+pub async fn forward(
+    upstream: &Upstream,
+    req: Request<Incoming>,
+    client: &ClientInfo,
+    limits: &Limits,
+) -> Result<Response<Body>, ProxyError> {
+    let started = Instant::now();
+    let (mut parts, incoming) = req.into_parts();
+    let content_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let prepared = body::prepare(incoming, content_length, limits).await?;
+    upstream_head(&mut parts, client, false);
+
+    let (body, replay) = prepared.into_body();
+    let idempotent = is_idempotent(&parts.method);
+    let cfg = &upstream.config;
+    let mut tried = Vec::new();
+    let mut request = Some(Request::from_parts(parts, body));
+    loop {
+        let Some((index, peer)) = upstream.pick(&tried) else {
+            return Err(ProxyError::Connect(upstream.name().to_owned()));
+        };
+        tried.push(index);
+        let retry_possible =
+            idempotent && tried.len() <= cfg.retries as usize && upstream.peers() > tried.len();
+        let req = match request.take() {
+            Some(req) => req,
+            None => break Err(ProxyError::Connect(upstream.name().to_owned())),
+        };
+        // Keep what a second attempt would need, only when there can be one.
+        let spare = match (&replay, retry_possible) {
+            (Some(bytes), true) => Some(clone_head(&req, bytes)),
+            _ => None,
+        };
+        let sent = tokio::time::timeout(cfg.header_timeout, peer.client.request(req)).await;
+        let result = match sent {
+            Err(_) => Err(ProxyError::Timeout(upstream.name().to_owned())),
+            Ok(Ok(resp)) => {
+                upstream.record(peer, true);
+                Ok(resp)
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                upstream.record(peer, false);
+                tracing::warn!(upstream = %upstream.name(), addr = %peer.addr, error = %e, "upstream connect failed");
+                if spare.is_some() {
+                    request = spare;
+                    continue;
+                }
+                Err(ProxyError::Connect(upstream.name().to_owned()))
+            }
+            Ok(Err(e)) => {
+                Err(ProxyError::Upstream { upstream: upstream.name().to_owned(), source: e.into() })
+            }
+        };
+        break result.map(|resp| {
+            let (mut parts, incoming) = resp.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers, false);
+            parts.extensions.insert(UpstreamAddrUsed(peer.addr.to_string()));
+            let body = crate::body::boxed(body::Deadline::new(incoming, started, cfg.total_timeout));
+            Response::from_parts(parts, body)
+        });
+    }
+}
+
+/// RFC 9110 §9.2.2.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+fn clone_head(req: &Request<Body>, body: &bytes::Bytes) -> Request<Body> {
+    let mut copy =
+        Request::new(if body.is_empty() { crate::body::empty() } else { crate::body::full(body.clone()) });
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
