@@ -9,3 +9,4 @@
 
 pub mod body;
 pub mod config;
+pub mod static_files;
