@@ -187,7 +187,7 @@ impl Config {
     /// relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: file::File = toml::from_str(text)
-            .map_err(|e| ConfigError { source_file: path.to_owned(), errors: vec![toml_error(&e)] })?;
+            .map_err(|e| ConfigError { source_file: path.to_owned(), errors: vec![toml_error(&e, text)] })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let mut v = Validator { base, errors: Vec::new() };
         let config = v.config(raw, path);
@@ -203,15 +203,18 @@ impl Config {
     }
 }
 
-fn toml_error(e: &toml::de::Error) -> FieldError {
-    // toml's message carries the line and a caret; keep its first useful line
-    // and the key path when it names one.
-    let message = e.message().to_string();
+/// A syntax or type error, located by line and column.
+fn toml_error(e: &toml::de::Error, text: &str) -> FieldError {
     let field = match e.span() {
-        Some(span) => format!("(at byte {})", span.start),
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}")
+        }
         None => "(file)".into(),
     };
-    FieldError { field, message }
+    FieldError { field, message: e.message().trim().to_owned() }
 }
 
 struct Validator<'a> {

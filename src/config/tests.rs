@@ -36,7 +36,8 @@ fn minimal_file_gets_defaults() {
 #[test]
 fn unknown_keys_are_errors() {
     let err = parse(&format!("{MINIMAL}\n[limits]\nmax_body = 3\n")).unwrap_err();
-    assert!(err.errors[0].message.contains("unknown field"), "{err}");
+    assert!(err.errors[0].message.contains("unknown field `max_body`"), "{err}");
+    assert_eq!(err.errors[0].field, "line 16, column 1");
 }
 
 #[test]
@@ -109,4 +110,29 @@ fn host_patterns() {
         assert_eq!(exact.matches(host), e, "{host}");
         assert_eq!(suffix.matches(host), s, "{host}");
     }
+}
+
+/// The documented example must stay in step with the code: it may only fail
+/// for files that exist on a real server, not here.
+#[test]
+fn the_documented_example_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/olive.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let err = Config::parse(&text, &path).unwrap_err();
+    for e in &err.errors {
+        assert!(
+            e.message.ends_with("does not exist") || e.message.ends_with("is not a directory"),
+            "{}: {}",
+            e.field,
+            e.message
+        );
+    }
+}
+
+#[test]
+fn the_dev_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dev.toml");
+    let config = Config::load(&path).unwrap();
+    let binds: Vec<String> = config.listeners.iter().map(|l| l.bind.to_string()).collect();
+    assert_eq!(binds, ["127.0.0.1:8080", "127.0.0.1:8443", "127.0.0.1:9090"]);
 }
