@@ -14,8 +14,8 @@
 #     temporary directory, and waits until each one answers;
 #   - runs `wrk --latency` in interleaved rounds: for each round, for each
 #     scheme, every target once (the target order rotates between rounds);
-#   - prints a Markdown table of medians (req/s, p99 latency) and the ratios
-#     to nginx, and keeps every raw wrk output in bench/results/<timestamp>/.
+#   - prints a Markdown table of medians (req/s, p99 latency), the req/s
+#     spread over the rounds, and the ratios to nginx, and keeps every raw wrk output in bench/results/<timestamp>/.
 #
 # Environment (defaults in brackets):
 #   TARGETS      targets to measure, among "direct olive nginx" [direct olive nginx].
@@ -353,8 +353,8 @@ done
     "$(nproc) CPU(s) shared by wrk, proxy and upstream; $(git rev-parse --short HEAD 2> /dev/null || echo '?')," \
     "$("$NGINX" -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -n 1 | awk '{ print $1, $2 }')"
   echo
-  echo "| target | scheme | median req/s | median p99 (ms) | req/s vs nginx | p99 vs nginx | errors |"
-  echo "|---|---|---:|---:|---:|---:|---:|"
+  echo "| target | scheme | median req/s | req/s min–max | median p99 (ms) | req/s vs nginx | p99 vs nginx | errors |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|"
   for scheme in $SCHEMES; do
     nginx_rps="" nginx_p99=""
     if has_target nginx; then
@@ -366,13 +366,14 @@ done
       files=("$RESULTS/$target-$scheme"-r*.txt)
       rps=$(for f in "${files[@]}"; do wrk_rps "$f"; done | median)
       p99=$(for f in "${files[@]}"; do wrk_p99_ms "$f"; done | median)
+      range=$(for f in "${files[@]}"; do wrk_rps "$f"; done | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.0f–%.0f", lo, hi }')
       errors=$(for f in "${files[@]}"; do wrk_errors "$f"; done | awk '{ n += $1 } END { print n + 0 }')
       ratio_rps="-" ratio_p99="-"
       if [[ -n $nginx_rps ]]; then
         ratio_rps=$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN { printf "%.2f", a / b }')
         ratio_p99=$(awk -v a="$p99" -v b="$nginx_p99" 'BEGIN { printf "%.2f", a / b }')
       fi
-      printf '| %s | %s | %.0f | %.2f | %s | %s | %s |\n' "$target" "$scheme" "$rps" "$p99" "$ratio_rps" "$ratio_p99" "$errors"
+      printf '| %s | %s | %.0f | %s | %.2f | %s | %s | %s |\n' "$target" "$scheme" "$rps" "$range" "$p99" "$ratio_rps" "$ratio_p99" "$errors"
     done
   done
 } > "$RESULTS/summary.md"
