@@ -24,6 +24,8 @@ pub(super) struct Listener {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub app: Arc<App>,
     pub graceful: Arc<GracefulShutdown>,
+    /// Cancelled at the end of the drain timeout: ends every connection.
+    pub abort: CancellationToken,
 }
 
 impl Listener {
@@ -57,6 +59,7 @@ impl Listener {
                 http: http.clone(),
                 tls: self.tls.clone(),
                 watcher: self.graceful.watcher(),
+                abort: self.abort.clone(),
                 conn,
                 _permit: permit,
             };
@@ -89,12 +92,21 @@ struct ConnTask {
     http: Arc<auto::Builder<TokioExecutor>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     watcher: Watcher,
+    abort: CancellationToken,
     conn: Conn,
     _permit: OwnedSemaphorePermit,
 }
 
 impl ConnTask {
     async fn run(self, stream: TcpStream) {
+        let (abort, peer) = (self.abort.clone(), self.conn.peer);
+        tokio::select! {
+            () = self.handshake_and_serve(stream) => {}
+            () = abort.cancelled() => tracing::debug!(%peer, "connection dropped at the drain timeout"),
+        }
+    }
+
+    async fn handshake_and_serve(self, stream: TcpStream) {
         match self.tls.clone() {
             None => self.serve(stream).await,
             Some(acceptor) => {

@@ -63,6 +63,9 @@ impl Server {
     /// configured drain timeout.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let graceful = Arc::new(GracefulShutdown::new());
+        // Cancelled when the drain timeout passes: connection tasks still
+        // running then are dropped instead of outliving `run`.
+        let abort = CancellationToken::new();
         let mut accept_loops = tokio::task::JoinSet::new();
         for (index, socket) in self.sockets.into_iter().enumerate() {
             let listener = listen::Listener {
@@ -75,6 +78,7 @@ impl Server {
                 },
                 app: self.app.clone(),
                 graceful: graceful.clone(),
+                abort: abort.clone(),
             };
             accept_loops.spawn(listener.accept_loop(shutdown.clone()));
         }
@@ -88,7 +92,10 @@ impl Server {
         let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| unreachable!("accept loops have ended"));
         match tokio::time::timeout(drain, graceful.shutdown()).await {
             Ok(()) => tracing::info!("drained"),
-            Err(_) => tracing::warn!("drain timeout passed; closing the remaining connections"),
+            Err(_) => {
+                tracing::warn!("drain timeout passed; closing the remaining connections");
+                abort.cancel();
+            }
         }
         Ok(())
     }

@@ -253,12 +253,18 @@ impl Ca {
         self.cert.pem()
     }
 
-    /// A rustls client config trusting this CA, offering `alpn`.
-    pub fn client_config(&self, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    /// A root store holding only this CA, for hand-built client configs.
+    pub fn roots(&self) -> rustls::RootCertStore {
         init();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.cert.der().clone()).unwrap();
-        let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        roots
+    }
+
+    /// A rustls client config trusting this CA, offering `alpn`.
+    pub fn client_config(&self, alpn: &[&[u8]]) -> rustls::ClientConfig {
+        let mut config =
+            rustls::ClientConfig::builder().with_root_certificates(self.roots()).with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         config
     }
@@ -292,6 +298,110 @@ pub async fn raw(addr: SocketAddr, request: &[u8], wait: std::time::Duration) ->
     let mut out = Vec::new();
     let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Opens a TLS connection to `addr`, verifying the certificate for
+/// `server_name` (also sent as SNI unless the config disables it).
+pub async fn tls_connect(
+    config: rustls::ClientConfig,
+    addr: SocketAddr,
+    server_name: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from(server_name.to_owned()).unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap()
+}
+
+/// A real websocket upstream on 127.0.0.1:0 (hyper with upgrades, as
+/// daphne or uvicorn would be): websocket upgrades are accepted and every
+/// data message is echoed back; any other request is answered 200 with
+/// `plain PATH`. Every request head is recorded.
+pub struct WsEcho {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// Websocket sessions that have ended, for whatever reason.
+    pub ended: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl WsEcho {
+    pub async fn start() -> WsEcho {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::WebSocketStream;
+        use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role};
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let ended = Arc::new(AtomicUsize::new(0));
+        let (log, done) = (seen.clone(), ended.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (log, done) = (log.clone(), done.clone());
+                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    let (log, done) = (log.clone(), done.clone());
+                    async move {
+                        log.lock().unwrap().push(Seen {
+                            method: req.method().clone(),
+                            uri: req.uri().clone(),
+                            version: req.version(),
+                            headers: req.headers().clone(),
+                            body: Bytes::new(),
+                        });
+                        let key = req.headers().get("sec-websocket-key").cloned();
+                        let upgrade = req.headers().get("upgrade").is_some_and(|v| v == "websocket");
+                        let (true, Some(key)) = (upgrade, key) else {
+                            return Ok::<_, std::convert::Infallible>(text(
+                                200,
+                                &format!("plain {}", req.uri().path()),
+                            ));
+                        };
+                        let on_upgrade = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            if let Ok(upgraded) = on_upgrade.await {
+                                let mut ws = WebSocketStream::from_raw_socket(
+                                    TokioIo::new(upgraded),
+                                    Role::Server,
+                                    None,
+                                )
+                                .await;
+                                while let Some(Ok(msg)) = ws.next().await {
+                                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                            done.fetch_add(1, Ordering::SeqCst);
+                        });
+                        let mut resp = Response::new(body::empty());
+                        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                        let h = resp.headers_mut();
+                        h.insert("upgrade", "websocket".parse().unwrap());
+                        h.insert("connection", "upgrade".parse().unwrap());
+                        h.insert("sec-websocket-accept", derive_accept_key(key.as_bytes()).parse().unwrap());
+                        Ok(resp)
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades(),
+                );
+            }
+        });
+        WsEcho { addr, seen, ended, task }
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for WsEcho {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// An HTTP/2 (prior knowledge over TLS) or HTTP/1.1 client built directly
