@@ -1,0 +1,8 @@
+//! The live hub: browsers subscribe to object keys over websockets (or SSE)
+//! and receive what is published on them through the broker.
+//!
+//! So far only its pure foundation:
+//! - [`key`]: object keys, AMQP topic patterns, matching and the pattern
+//!   containment that grants are checked with.
+
+pub mod key;
