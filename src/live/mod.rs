@@ -3,6 +3,8 @@
 //!
 //! So far only its pure foundation:
 //! - [`key`]: object keys, AMQP topic patterns, matching and the pattern
-//!   containment that grants are checked with.
+//!   containment that grants are checked with;
+//! - [`id`]: message ids, unique across nodes and ordered by time.
 
+pub mod id;
 pub mod key;
