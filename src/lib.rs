@@ -5,7 +5,7 @@
 //! of the design: [`config`] (what to do), [`router`] (which route serves a
 //! request), [`edge`] (listeners, TLS, the per-request entry point and
 //! shutdown), [`proxy`] (upstreams and tunnels), [`static_files`],
-//! [`compress`], [`ops`] (logs) and [`cli`].
+//! [`compress`], [`live`] (the live hub), [`ops`] (logs) and [`cli`].
 #![forbid(unsafe_code)]
 
 pub mod body;
@@ -13,6 +13,7 @@ pub mod cli;
 pub mod compress;
 pub mod config;
 pub mod edge;
+pub mod live;
 pub mod ops;
 pub mod proxy;
 pub mod router;

@@ -1,0 +1,10 @@
+//! The live hub: browsers subscribe to object keys over websockets (or SSE)
+//! and receive what is published on them through the broker.
+//!
+//! So far only its pure foundation:
+//! - [`key`]: object keys, AMQP topic patterns, matching and the pattern
+//!   containment that grants are checked with;
+//! - [`id`]: message ids, unique across nodes and ordered by time.
+
+pub mod id;
+pub mod key;
