@@ -100,6 +100,9 @@ pub struct Server {
     /// Peers whose X-Forwarded-* / Forwarded / X-Request-ID headers are
     /// believed (a load balancer in front of olive). CIDR or single address.
     pub trusted_proxies: Vec<String>,
+    /// Worker threads serving connections; 0 means one per CPU (as nginx's
+    /// `worker_processes auto`).
+    pub workers: usize,
 }
 
 impl Default for Server {
@@ -110,6 +113,7 @@ impl Default for Server {
             log_level: "info".into(),
             access_log: true,
             trusted_proxies: Vec::new(),
+            workers: 0,
         }
     }
 }

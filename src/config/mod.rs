@@ -40,6 +40,7 @@ pub struct Server {
     pub log_level: String,
     pub access_log: bool,
     pub trusted_proxies: Vec<IpNet>,
+    pub workers: usize,
 }
 
 impl Server {
@@ -304,6 +305,7 @@ impl Validator<'_> {
             log_level: s.log_level,
             access_log: s.access_log,
             trusted_proxies: trusted,
+            workers: s.workers,
         }
     }
 

@@ -25,6 +25,9 @@ pub struct App {
     pub config: Arc<Config>,
     pub router: Router,
     pub upstreams: Vec<Arc<Upstream>>,
+    /// Worker threads serving connections (each upstream keeps one pool
+    /// per worker).
+    pub workers: usize,
     /// Cancelled when olive starts draining: tunnels close.
     pub shutdown: CancellationToken,
 }
@@ -32,8 +35,9 @@ pub struct App {
 impl App {
     pub fn new(config: Arc<Config>, shutdown: CancellationToken) -> App {
         let router = Router::new(&config);
-        let upstreams = config.upstreams.iter().map(|u| Arc::new(Upstream::new(u))).collect();
-        App { config, router, upstreams, shutdown }
+        let workers = super::workers::count(config.server.workers);
+        let upstreams = config.upstreams.iter().map(|u| Arc::new(Upstream::new(u, workers))).collect();
+        App { config, router, upstreams, workers, shutdown }
     }
 }
 

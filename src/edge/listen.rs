@@ -17,6 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::handler::{self, App, Conn};
+use super::workers::Workers;
 
 pub(super) struct Listener {
     pub index: usize,
@@ -24,6 +25,7 @@ pub(super) struct Listener {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub app: Arc<App>,
     pub graceful: Arc<GracefulShutdown>,
+    pub workers: Arc<Workers>,
     /// Cancelled at the end of the drain timeout: ends every connection.
     pub abort: CancellationToken,
 }
@@ -53,6 +55,15 @@ impl Listener {
                 _ = shutdown.cancelled() => return,
             };
             let _ = stream.set_nodelay(true);
+            // Handed over as a std socket: the worker registers it with its
+            // own reactor (see `workers`).
+            let stream = match stream.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not hand over a connection");
+                    continue;
+                }
+            };
             let conn = Conn { listener: self.index, peer, tls: self.tls.is_some() };
             let task = ConnTask {
                 app: self.app.clone(),
@@ -63,7 +74,13 @@ impl Listener {
                 conn,
                 _permit: permit,
             };
-            tokio::spawn(task.run(stream));
+            self.workers.spawn(move |load| async move {
+                let _load = load;
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => task.run(stream).await,
+                    Err(e) => tracing::warn!(error = %e, "could not register a connection"),
+                }
+            });
         }
     }
 }

@@ -10,6 +10,7 @@
 pub mod handler;
 mod listen;
 pub mod tls;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use handler::App;
+use workers::Workers;
 
 use crate::config::{Config, ListenerKind};
 
@@ -66,6 +68,7 @@ impl Server {
         // Cancelled when the drain timeout passes: connection tasks still
         // running then are dropped instead of outliving `run`.
         let abort = CancellationToken::new();
+        let workers = Arc::new(Workers::start(self.app.workers)?);
         let mut accept_loops = tokio::task::JoinSet::new();
         for (index, socket) in self.sockets.into_iter().enumerate() {
             let listener = listen::Listener {
@@ -79,6 +82,7 @@ impl Server {
                 app: self.app.clone(),
                 graceful: graceful.clone(),
                 abort: abort.clone(),
+                workers: workers.clone(),
             };
             accept_loops.spawn(listener.accept_loop(shutdown.clone()));
         }
@@ -97,6 +101,8 @@ impl Server {
                 abort.cancel();
             }
         }
+        // Stops the worker threads once the last handle is gone.
+        drop(workers);
         Ok(())
     }
 }

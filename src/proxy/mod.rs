@@ -133,7 +133,7 @@ pub async fn forward(
             (Some(bytes), true) => Some(clone_head(&req, bytes)),
             _ => None,
         };
-        let sent = tokio::time::timeout(cfg.header_timeout, peer.client.request(req)).await;
+        let sent = tokio::time::timeout(cfg.header_timeout, peer.client().request(req)).await;
         let result = match sent {
             Err(_) => Err(ProxyError::Timeout(upstream.name().to_owned())),
             Ok(Ok(resp)) => {

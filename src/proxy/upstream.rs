@@ -30,7 +30,9 @@ pub struct Upstream {
 #[derive(Debug)]
 pub struct Peer {
     pub addr: UpstreamAddr,
-    pub client: PoolClient,
+    /// One pool per worker thread, so that a pooled connection is always
+    /// driven by the thread that uses it.
+    clients: Vec<PoolClient>,
     pub connector: Connector,
     health: Mutex<Health>,
 }
@@ -42,21 +44,26 @@ struct Health {
 }
 
 impl Upstream {
-    pub fn new(config: &config::Upstream) -> Upstream {
+    /// An upstream served from `workers` worker threads.
+    pub fn new(config: &config::Upstream, workers: usize) -> Upstream {
         let peers = config
             .addresses
             .iter()
             .map(|addr| {
                 let connector = Connector::new(addr.clone(), config.connect_timeout);
-                let client = Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(config.pool_idle_timeout)
-                    .pool_max_idle_per_host(config.pool_max_idle)
-                    .pool_timer(TokioTimer::new())
-                    .timer(TokioTimer::new())
-                    // olive sets Host itself (preserved from the client).
-                    .set_host(false)
-                    .build(connector.clone());
-                Peer { addr: addr.clone(), client, connector, health: Mutex::default() }
+                let clients = (0..workers.max(1))
+                    .map(|_| {
+                        Client::builder(TokioExecutor::new())
+                            .pool_idle_timeout(config.pool_idle_timeout)
+                            .pool_max_idle_per_host(config.pool_max_idle)
+                            .pool_timer(TokioTimer::new())
+                            .timer(TokioTimer::new())
+                            // olive sets Host itself (preserved from the client).
+                            .set_host(false)
+                            .build(connector.clone())
+                    })
+                    .collect();
+                Peer { addr: addr.clone(), clients, connector, health: Mutex::default() }
             })
             .collect();
         Upstream { config: config.clone(), peers, next: AtomicUsize::new(0) }
@@ -113,6 +120,12 @@ impl Upstream {
 }
 
 impl Peer {
+    /// The pool of the calling worker thread.
+    pub fn client(&self) -> &PoolClient {
+        let worker = crate::edge::workers::current();
+        &self.clients[worker % self.clients.len()]
+    }
+
     fn ejected_until(&self, now: Instant) -> Option<Instant> {
         let h = self.health.lock().unwrap_or_else(|e| e.into_inner());
         h.ejected_until.filter(|&until| until > now)
@@ -142,7 +155,7 @@ mod tests {
             retries: 1,
         };
         cfg.max_fails = max_fails;
-        Upstream::new(&cfg)
+        Upstream::new(&cfg, 1)
     }
 
     #[tokio::test]
