@@ -91,7 +91,8 @@ async fn slow_upstream_is_504_at_the_header_timeout() {
         text(200, "too late")
     })
     .await;
-    let config = proxy_config(up.addr, "").replace("connect_timeout = \"500ms\"", "header_timeout = \"300ms\"");
+    let config =
+        proxy_config(up.addr, "").replace("connect_timeout = \"500ms\"", "header_timeout = \"300ms\"");
     let olive = Olive::start(&config).await;
     let started = Instant::now();
     let resp = client().get(olive.url("http", "/")).send().await.unwrap();
@@ -120,7 +121,9 @@ async fn connect_failures_are_retried_on_another_address() {
 #[tokio::test]
 async fn oversized_bodies_are_refused_with_413() {
     let up = Upstream::echo().await;
-    let olive = Olive::start(&proxy_config(up.addr, "\n[limits]\nmax_body_bytes = 1000\nbody_buffer_bytes = 500\n")).await;
+    let olive =
+        Olive::start(&proxy_config(up.addr, "\n[limits]\nmax_body_bytes = 1000\nbody_buffer_bytes = 500\n"))
+            .await;
     let http = client();
     // Declared too large: refused before reading.
     let resp = http.post(olive.url("http", "/")).body(vec![b'x'; 1001]).send().await.unwrap();
@@ -156,8 +159,12 @@ async fn large_chunked_body_is_streamed_whole() {
     let olive = Olive::start(&proxy_config(up.addr, "")).await;
     // 4 MiB in 64 KiB chunks: above the 1 MiB buffer, under the 10 MiB limit.
     let chunks = futures_util::stream::iter((0..64u8).map(|i| Ok::<_, std::io::Error>(vec![i; 64 * 1024])));
-    let resp =
-        client().put(olive.url("http", "/upload")).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
+    let resp = client()
+        .put(olive.url("http", "/upload"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let body = &up.requests()[0].body;
     assert_eq!(body.len(), 64 * 64 * 1024);
@@ -188,7 +195,8 @@ async fn a_slow_client_body_reaches_the_upstream_only_when_complete() {
 #[tokio::test]
 async fn malformed_and_oversized_request_heads() {
     let up = Upstream::echo().await;
-    let olive = Olive::start(&proxy_config(up.addr, "\n[limits]\nmax_header_bytes = 8192\nmax_headers = 20\n")).await;
+    let olive =
+        Olive::start(&proxy_config(up.addr, "\n[limits]\nmax_header_bytes = 8192\nmax_headers = 20\n")).await;
     let addr = olive.addr("http");
     let wait = Duration::from_secs(2);
 
@@ -210,7 +218,8 @@ async fn slow_request_heads_are_cut_off_at_the_header_timeout() {
     let up = Upstream::echo().await;
     let olive = Olive::start(&proxy_config(up.addr, "\n[limits]\nheader_read_timeout = \"300ms\"\n")).await;
     let started = Instant::now();
-    let resp = raw(olive.addr("http"), b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ", Duration::from_secs(3)).await;
+    let resp =
+        raw(olive.addr("http"), b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ", Duration::from_secs(3)).await;
     let took = started.elapsed();
     assert!(took < Duration::from_secs(2), "connection held {took:?}");
     assert!(resp.is_empty() || resp.starts_with("HTTP/1.1 408"), "{resp}");
@@ -229,7 +238,9 @@ async fn text_responses_are_compressed_when_the_client_accepts_it() {
         }
     })
     .await;
-    let olive = Olive::start(&proxy_config(up.addr, "").replace("proxy.compress = false", "proxy.compress = true")).await;
+    let olive =
+        Olive::start(&proxy_config(up.addr, "").replace("proxy.compress = false", "proxy.compress = true"))
+            .await;
     let url = olive.url("http", "/");
     let resp = client().get(&url).header("accept-encoding", "gzip").send().await.unwrap();
     assert_eq!(resp.headers()["content-encoding"], "gzip");
@@ -251,8 +262,7 @@ async fn text_responses_are_compressed_when_the_client_accepts_it() {
 #[tokio::test]
 async fn unknown_hosts_get_the_configured_answer() {
     let up = Upstream::echo().await;
-    let config = proxy_config(up.addr, "")
-        .replace("path = \"/\"", "hosts = [\"example.com\"]\npath = \"/\"")
+    let config = proxy_config(up.addr, "").replace("path = \"/\"", "hosts = [\"example.com\"]\npath = \"/\"")
         + "\n[router]\nunmatched_status = 404\n";
     let olive = Olive::start(&config).await;
     let http = client();

@@ -131,7 +131,8 @@ pub struct Seen {
     pub body: Bytes,
 }
 
-type Handler = Arc<dyn Fn(Seen) -> std::pin::Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync>;
+type Handler =
+    Arc<dyn Fn(Seen) -> std::pin::Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync>;
 
 /// A real HTTP/1.1 upstream on 127.0.0.1:0 that records what it is sent and
 /// counts the connections it accepts.
@@ -241,7 +242,8 @@ impl Ca {
         let key = rcgen::KeyPair::generate().unwrap();
         let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer).unwrap();
-        let (cert_path, key_path) = (dir.join(format!("{stem}-cert.pem")), dir.join(format!("{stem}-key.pem")));
+        let (cert_path, key_path) =
+            (dir.join(format!("{stem}-cert.pem")), dir.join(format!("{stem}-key.pem")));
         std::fs::write(&cert_path, cert.pem()).unwrap();
         std::fs::write(&key_path, key.serialize_pem()).unwrap();
         (cert_path, key_path)
