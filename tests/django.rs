@@ -403,18 +403,10 @@ async fn a_small_chunked_upload_reaches_django_whole() {
 }
 
 /// A chunked request body (no Content-Length) larger than olive's body
-/// buffer (1 MiB by default).
-///
-/// KNOWN OLIVE BUG, so ignored: olive forwards such a body to the upstream
-/// with `Transfer-Encoding: chunked`. Django under WSGI reads exactly
-/// `CONTENT_LENGTH` bytes (none here), answers at once, and gunicorn closes
-/// the connection with the body unread: the client gets 502 ("upstream
-/// django failed: client error (SendRequest)"), or Django sees an empty
-/// body. nginx (`proxy_request_buffering on`, its default) reads such a body
-/// whole, to disk past its memory buffer, and sends it with Content-Length.
-/// Run with `cargo test --test django -- --ignored` once olive does the same.
+/// buffer (1 MiB by default). WSGI reads exactly `CONTENT_LENGTH` bytes, so
+/// olive must spool such a body and send it with its length, as nginx does
+/// with `proxy_request_buffering on`.
 #[tokio::test]
-#[ignore = "olive bug: chunked bodies above limits.body_buffer_bytes reach Django chunked (502 / empty body)"]
 async fn a_large_chunked_upload_reaches_django_whole() {
     let py = require_python!();
     let site = Site::start(Gunicorn::tcp(py).await, "").await;

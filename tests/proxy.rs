@@ -154,7 +154,7 @@ async fn refuse_mode_rejects_bodies_larger_than_the_buffer() {
 }
 
 #[tokio::test]
-async fn large_chunked_body_is_streamed_whole() {
+async fn large_chunked_body_is_spooled_and_sent_with_its_length() {
     let up = Upstream::echo().await;
     let olive = Olive::start(&proxy_config(up.addr, "")).await;
     // 4 MiB in 64 KiB chunks: above the 1 MiB buffer, under the 10 MiB limit.
@@ -166,7 +166,11 @@ async fn large_chunked_body_is_streamed_whole() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let body = &up.requests()[0].body;
+    let seen = &up.requests()[0];
+    // Spooled and sent with its length: WSGI cannot read chunked bodies.
+    assert_eq!(seen.headers["content-length"], (64 * 64 * 1024).to_string());
+    assert!(seen.headers.get("transfer-encoding").is_none());
+    let body = &seen.body;
     assert_eq!(body.len(), 64 * 64 * 1024);
     assert!(body.chunks(64 * 1024).enumerate().all(|(i, c)| c.iter().all(|&b| b == i as u8)));
 }

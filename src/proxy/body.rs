@@ -5,6 +5,12 @@
 //! up olive (cheap) instead of a synchronous Django worker (expensive).
 //! Larger bodies are streamed or refused by config; nothing larger than
 //! `limits.max_body_bytes` ever reaches the upstream.
+//!
+//! A large body *without* a Content-Length (chunked) cannot be streamed
+//! as it is: WSGI reads exactly `CONTENT_LENGTH` bytes, so Django would see
+//! an empty body. Such a body is spooled to an unnamed temporary file until
+//! complete and then sent with its length, as nginx does with
+//! `client_body_temp_path`.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -26,23 +32,31 @@ pub enum BodyError {
     TooLarge,
     #[error("reading request body: {0}")]
     Read(#[from] hyper::Error),
+    #[error("spooling request body to disk: {0}")]
+    Spool(#[from] std::io::Error),
 }
 
 /// A request body ready to be sent upstream.
 pub enum Prepared {
     /// Read completely; can be sent again on a retry.
     Buffered(Bytes),
-    /// Too large to buffer: what was read, then the rest as it arrives.
+    /// Too large to buffer, length known: what was read, then the rest as
+    /// it arrives (the request keeps its Content-Length).
     Streaming(Body),
+    /// Too large to buffer, length unknown: read whole into a temporary
+    /// file; the request must be sent with this Content-Length.
+    Spooled { body: Body, len: u64 },
 }
 
 impl Prepared {
-    /// The body to send, and a copy for a retry when the body allows one.
-    pub fn into_body(self) -> (Body, Option<Bytes>) {
+    /// The body to send, a copy for a retry when the body allows one, and
+    /// the Content-Length to set when olive learnt it.
+    pub fn into_body(self) -> (Body, Option<Bytes>, Option<u64>) {
         match self {
-            Prepared::Buffered(bytes) if bytes.is_empty() => (body::empty(), Some(bytes)),
-            Prepared::Buffered(bytes) => (body::full(bytes.clone()), Some(bytes)),
-            Prepared::Streaming(body) => (body, None),
+            Prepared::Buffered(bytes) if bytes.is_empty() => (body::empty(), Some(bytes), None),
+            Prepared::Buffered(bytes) => (body::full(bytes.clone()), Some(bytes), None),
+            Prepared::Streaming(body) => (body, None, None),
+            Prepared::Spooled { body, len } => (body, None, Some(len)),
         }
     }
 }
@@ -72,6 +86,9 @@ pub async fn prepare(
             if limits.oversize_body == OversizeBody::Refuse || buf.len() as u64 > limits.max_body_bytes {
                 return Err(BodyError::TooLarge);
             }
+            if content_length.is_none() {
+                return spool(buf.freeze(), incoming, limits.max_body_bytes).await;
+            }
             let remaining = (limits.max_body_bytes - buf.len() as u64) as usize;
             let head =
                 futures_util::stream::once(async move { Ok::<_, BoxError>(Frame::data(buf.freeze())) });
@@ -80,6 +97,30 @@ pub async fn prepare(
         }
     }
     Ok(Prepared::Buffered(buf.freeze()))
+}
+
+/// Writes `head` and the rest of `incoming` to an unnamed temporary file,
+/// refusing more than `max` bytes in all, and returns it as a body.
+async fn spool(head: Bytes, mut incoming: Incoming, max: u64) -> Result<Prepared, BodyError> {
+    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+    let file = tokio::task::spawn_blocking(tempfile::tempfile).await.map_err(std::io::Error::other)??;
+    let mut file = tokio::io::BufWriter::new(tokio::fs::File::from_std(file));
+    file.write_all(&head).await?;
+    let mut len = head.len() as u64;
+    while let Some(frame) = incoming.frame().await {
+        let Ok(data) = frame?.into_data() else { continue };
+        len += data.len() as u64;
+        if len > max {
+            return Err(BodyError::TooLarge);
+        }
+        file.write_all(&data).await?;
+    }
+    file.flush().await?;
+    let mut file = file.into_inner();
+    file.rewind().await?;
+    let frames =
+        tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024).map(|chunk| chunk.map(Frame::data));
+    Ok(Prepared::Spooled { body: body::boxed(StreamBody::new(frames)), len })
 }
 
 pin_project_lite::pin_project! {

@@ -43,6 +43,7 @@ impl ProxyError {
         match self {
             ProxyError::Body(body::BodyError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Body(body::BodyError::Read(_)) => StatusCode::BAD_REQUEST,
+            ProxyError::Body(body::BodyError::Spool(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Connect(_) | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -112,7 +113,10 @@ pub async fn forward(
     let prepared = body::prepare(incoming, content_length, limits).await?;
     upstream_head(&mut parts, client, false);
 
-    let (body, replay) = prepared.into_body();
+    let (body, replay, length) = prepared.into_body();
+    if let Some(len) = length {
+        parts.headers.insert(header::CONTENT_LENGTH, len.into());
+    }
     let idempotent = is_idempotent(&parts.method);
     let cfg = &upstream.config;
     let mut tried = Vec::new();
