@@ -128,6 +128,8 @@ async fn oversized_bodies_are_refused_with_413() {
     // Declared too large: refused before reading.
     let resp = http.post(olive.url("http", "/")).body(vec![b'x'; 1001]).send().await.unwrap();
     assert_eq!(resp.status(), 413);
+    // The unread body is still on the wire: the connection is not reused.
+    assert_eq!(resp.headers()["connection"], "close");
     // Chunked, found too large while streaming.
     let chunks = futures_util::stream::iter((0..20).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 100])));
     let resp = http.post(olive.url("http", "/")).body(reqwest::Body::wrap_stream(chunks)).send().await;

@@ -42,12 +42,21 @@ impl App {
 }
 
 /// Facts about the connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Conn {
     /// Index into `Config::listeners`.
     pub listener: usize,
     pub peer: SocketAddr,
+    /// The peer's address as text, formatted once per connection rather
+    /// than once per request (it goes into X-Forwarded-For).
+    pub peer_ip: Arc<str>,
     pub tls: bool,
+}
+
+impl Conn {
+    pub fn new(listener: usize, peer: SocketAddr, tls: bool) -> Conn {
+        Conn { listener, peer, peer_ip: peer.ip().to_string().into(), tls }
+    }
 }
 
 /// Serves one request.
@@ -66,12 +75,13 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Respon
     } else {
         let client = ClientInfo {
             peer: conn.peer.ip(),
+            peer_text: conn.peer_ip.clone(),
             trusted,
             proto: if conn.tls { "https" } else { "http" },
             host: host.clone(),
             request_id: request_id.clone(),
         };
-        dispatch(&app, conn, req, &client).await
+        dispatch(&app, &conn, req, &client).await
     };
 
     let headers = resp.headers_mut();
@@ -89,9 +99,10 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Respon
     }
 }
 
-async fn dispatch(app: &App, conn: Conn, req: Request<Incoming>, client: &ClientInfo) -> Response<Body> {
+async fn dispatch(app: &App, conn: &Conn, req: Request<Incoming>, client: &ClientInfo) -> Response<Body> {
     let hostname = strip_port(&client.host).to_owned();
     let path = req.uri().path().to_owned();
+    let version = req.version();
     let route = match app.router.route(conn.listener, &hostname, &path) {
         Decision::Route { route, rest } => (route, rest.to_owned()),
         Decision::NoPath => return text(StatusCode::NOT_FOUND, "not found\n"),
@@ -115,15 +126,21 @@ async fn dispatch(app: &App, conn: Conn, req: Request<Incoming>, client: &Client
             }
         }
     };
-    result.unwrap_or_else(|e| proxy_error(&e))
+    result.unwrap_or_else(|e| proxy_error(&e, version))
 }
 
-fn proxy_error(e: &ProxyError) -> Response<Body> {
+fn proxy_error(e: &ProxyError, version: http::Version) -> Response<Body> {
     let status = e.status();
     if status.is_server_error() {
         tracing::warn!(error = %e, "proxy error");
     }
-    status_page(status)
+    let mut resp = status_page(status);
+    if status == StatusCode::PAYLOAD_TOO_LARGE && version <= http::Version::HTTP_11 {
+        // The rest of the body is still on the wire: tell the client this
+        // connection ends here (RFC 9112 §9.6) rather than let it reuse it.
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// A small HTML page for an error status, in the spirit of nginx's.
@@ -189,8 +206,10 @@ fn request_id<B>(req: &Request<B>, trusted: bool) -> HeaderValue {
     {
         return id.clone();
     }
-    let id = format!("{:032x}", fastrand::u128(..));
-    HeaderValue::from_str(&id).expect("hex is a valid header value")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let random = fastrand::u128(..);
+    let id: [u8; 32] = std::array::from_fn(|i| HEX[(random >> (124 - 4 * i)) as usize & 0xf]);
+    HeaderValue::from_bytes(&id).expect("hex is a valid header value")
 }
 
 #[cfg(test)]

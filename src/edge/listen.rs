@@ -64,7 +64,7 @@ impl Listener {
                     continue;
                 }
             };
-            let conn = Conn { listener: self.index, peer, tls: self.tls.is_some() };
+            let conn = Conn::new(self.index, peer, self.tls.is_some());
             let task = ConnTask {
                 app: self.app.clone(),
                 http: http.clone(),
@@ -143,13 +143,14 @@ impl ConnTask {
     {
         let app = self.app;
         let conn = self.conn;
+        let peer = conn.peer;
         let service = service_fn(move |req| {
-            let app = app.clone();
+            let (app, conn) = (app.clone(), conn.clone());
             async move { Ok::<_, std::convert::Infallible>(handler::handle(app, conn, req).await) }
         });
         let connection = self.http.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
         if let Err(e) = self.watcher.watch(connection).await {
-            tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
     }
 }

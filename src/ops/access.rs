@@ -26,7 +26,7 @@ pub struct AccessLog {
     request_id: HeaderValue,
     started: Instant,
     status: u16,
-    upstream: Option<String>,
+    upstream: Option<std::sync::Arc<str>>,
     bytes: u64,
 }
 

@@ -57,6 +57,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 #[derive(Debug, Clone, Copy)]
 pub struct Forwarding<'a> {
     pub peer: IpAddr,
+    /// `peer` as text (formatted once per connection by the caller).
+    pub peer_text: &'a str,
     /// The peer is a trusted proxy: keep and extend what it sent.
     pub trusted: bool,
     /// `https` or `http`: how the client reached olive.
@@ -75,27 +77,32 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: Forwarding<'_>) {
     let host = if f.trusted { headers.get(&X_FORWARDED_HOST).cloned() } else { None }
         .or_else(|| HeaderValue::from_str(f.host).ok());
 
-    let peer = f.peer.to_string();
+    // Built by pushing strings: this runs on every proxied request.
     let xff = match prior_xff {
-        Some(prior) => format!("{prior}, {peer}"),
-        None => peer,
+        Some(prior) => prior + ", " + f.peer_text,
+        None => f.peer_text.to_owned(),
     };
-    // RFC 7239 §6: IPv6 addresses are quoted and bracketed.
-    let node = match f.peer {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    let mut element = format!("for={node};proto={}", f.proto);
-    if is_token(f.host) {
-        element.push_str(";host=");
-        element.push_str(f.host);
-    } else if !f.host.is_empty() {
-        element.push_str(&format!(";host=\"{}\"", f.host.replace(['"', '\\'], "")));
+    let mut fwd = prior_fwd.map(|prior| prior + ", ").unwrap_or_default();
+    fwd.push_str("for=");
+    match f.peer {
+        IpAddr::V4(_) => fwd.push_str(f.peer_text),
+        // RFC 7239 §6: IPv6 addresses are quoted and bracketed.
+        IpAddr::V6(_) => {
+            fwd.push_str("\"[");
+            fwd.push_str(f.peer_text);
+            fwd.push_str("]\"");
+        }
     }
-    let fwd = match prior_fwd {
-        Some(prior) => format!("{prior}, {element}"),
-        None => element,
-    };
+    fwd.push_str(";proto=");
+    fwd.push_str(f.proto);
+    if is_token(f.host) {
+        fwd.push_str(";host=");
+        fwd.push_str(f.host);
+    } else if !f.host.is_empty() {
+        fwd.push_str(";host=\"");
+        fwd.extend(f.host.chars().filter(|c| !matches!(c, '"' | '\\')));
+        fwd.push('"');
+    }
 
     for (name, value) in [(&X_FORWARDED_FOR, xff), (&header::FORWARDED, fwd)] {
         match HeaderValue::from_str(&value) {
@@ -184,7 +191,11 @@ mod tests {
 
     fn forwarded(input: &[(&str, &str)], trusted: bool, peer: &str, host: &str) -> HeaderMap {
         let mut h = map(input);
-        set_forwarding(&mut h, Forwarding { peer: peer.parse().unwrap(), trusted, proto: "https", host });
+        let ip: IpAddr = peer.parse().unwrap();
+        set_forwarding(
+            &mut h,
+            Forwarding { peer: ip, peer_text: &ip.to_string(), trusted, proto: "https", host },
+        );
         h
     }
 

@@ -54,6 +54,8 @@ impl ProxyError {
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
     pub peer: IpAddr,
+    /// `peer` as text.
+    pub peer_text: std::sync::Arc<str>,
     /// The peer is a configured trusted proxy.
     pub trusted: bool,
     pub proto: &'static str,
@@ -64,7 +66,7 @@ pub struct ClientInfo {
 
 /// Which address served a request, for the access log.
 #[derive(Debug, Clone)]
-pub struct UpstreamAddrUsed(pub String);
+pub struct UpstreamAddrUsed(pub std::sync::Arc<str>);
 
 /// Rewrites a client request head into the one the upstream gets.
 pub(crate) fn upstream_head(parts: &mut http::request::Parts, client: &ClientInfo, keep_upgrade: bool) {
@@ -73,6 +75,7 @@ pub(crate) fn upstream_head(parts: &mut http::request::Parts, client: &ClientInf
         &mut parts.headers,
         headers::Forwarding {
             peer: client.peer,
+            peer_text: &client.peer_text,
             trusted: client.trusted,
             proto: client.proto,
             host: &client.host,
@@ -160,7 +163,7 @@ pub async fn forward(
         break result.map(|resp| {
             let (mut parts, incoming) = resp.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers, false);
-            parts.extensions.insert(UpstreamAddrUsed(peer.addr.to_string()));
+            parts.extensions.insert(UpstreamAddrUsed(peer.label.clone()));
             let body = crate::body::boxed(body::Deadline::new(incoming, started, cfg.total_timeout));
             Response::from_parts(parts, body)
         });

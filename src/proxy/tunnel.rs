@@ -80,7 +80,7 @@ pub async fn open(
         .await
         .map_err(|_| ProxyError::Timeout(upstream.name().to_owned()))?
         .map_err(failed)?;
-    resp.extensions_mut().insert(UpstreamAddrUsed(peer.addr.to_string()));
+    resp.extensions_mut().insert(UpstreamAddrUsed(peer.label.clone()));
 
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, incoming) = resp.into_parts();

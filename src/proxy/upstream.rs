@@ -30,6 +30,8 @@ pub struct Upstream {
 #[derive(Debug)]
 pub struct Peer {
     pub addr: UpstreamAddr,
+    /// `addr` as text, for logs.
+    pub label: std::sync::Arc<str>,
     /// One pool per worker thread, so that a pooled connection is always
     /// driven by the thread that uses it.
     clients: Vec<PoolClient>,
@@ -63,7 +65,13 @@ impl Upstream {
                             .build(connector.clone())
                     })
                     .collect();
-                Peer { addr: addr.clone(), clients, connector, health: Mutex::default() }
+                Peer {
+                    addr: addr.clone(),
+                    label: addr.to_string().into(),
+                    clients,
+                    connector,
+                    health: Mutex::default(),
+                }
             })
             .collect();
         Upstream { config: config.clone(), peers, next: AtomicUsize::new(0) }
