@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod broker;
 pub mod cli;
 pub mod compress;
 pub mod config;

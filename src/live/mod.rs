@@ -4,7 +4,9 @@
 //! So far only its pure foundation:
 //! - [`key`]: object keys, AMQP topic patterns, matching and the pattern
 //!   containment that grants are checked with;
-//! - [`id`]: message ids, unique across nodes and ordered by time.
+//! - [`id`]: message ids, unique across nodes and ordered by time;
+//! - [`protocol`]: the JSON frames of wire protocol v1.
 
 pub mod id;
 pub mod key;
+pub mod protocol;

@@ -1,0 +1,64 @@
+//! Brokers: how a message published on one olive node reaches the nodes
+//! whose clients want it.
+//!
+//! One small trait with two implementations: [`memory`] (the default, one
+//! process) and `amqp` (RabbitMQ, several nodes). A broker publishes
+//! (resolving only once the message is safe: for AMQP, after the
+//! publisher confirm), binds and unbinds the patterns local clients are
+//! interested in (the hub counts references and calls `bind` for the first
+//! and `unbind` after the last), and hands every delivery to the hub
+//! through the channel it was built with. Deliveries always come through
+//! that one channel, so a node sees its own publishes in the same order as
+//! every other node.
+
+pub mod memory;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use tokio::sync::watch;
+
+use crate::live::key::{Key, Pattern};
+use crate::live::protocol::From;
+
+/// A message as it travels between nodes.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub key: Key,
+    /// The message id: olive's own (time-ordered) or what an outside
+    /// AMQP publisher put in `message_id`.
+    pub id: Arc<str>,
+    /// The JSON `data`, as text (validated when it entered olive).
+    pub data: Bytes,
+    /// The user who published through olive, if one did.
+    pub from: Option<From>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BrokerError {
+    /// Not connected, or the broker refused the message: the publisher is
+    /// told `unavailable`, never silently dropped.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where a broker sends what it receives. Unbounded on purpose: the hub's
+/// delivery task only moves each message to per-worker queues, and every
+/// client-facing queue after that is bounded.
+pub type Deliveries = tokio::sync::mpsc::UnboundedSender<Message>;
+
+pub trait Broker: Send + Sync {
+    /// Publishes; resolves when the broker has taken responsibility for
+    /// the message.
+    fn publish(&self, message: Message) -> BoxFuture<'static, Result<(), BrokerError>>;
+
+    /// Starts receiving messages whose key matches `pattern`.
+    fn bind(&self, pattern: &Pattern);
+
+    /// Stops receiving messages for `pattern` (bound before).
+    fn unbind(&self, pattern: &Pattern);
+
+    /// `true` while connected and able to publish (for `/readyz`).
+    fn ready(&self) -> watch::Receiver<bool>;
+}
