@@ -76,7 +76,7 @@ impl Router {
     pub fn upstreams(&self) -> impl Iterator<Item = usize> + '_ {
         self.tables.iter().flatten().filter_map(|r| match r.action {
             Action::Proxy { upstream, .. } => Some(upstream),
-            Action::Static(_) => None,
+            Action::Static(_) | Action::Live { .. } => None,
         })
     }
 }

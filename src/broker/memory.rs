@@ -24,10 +24,8 @@ impl MemoryBroker {
 
 impl Broker for MemoryBroker {
     fn publish(&self, message: Message) -> BoxFuture<'static, Result<(), BrokerError>> {
-        let sent = self
-            .deliveries
-            .send(message)
-            .map_err(|_| BrokerError::Unavailable("the hub has stopped".into()));
+        let sent =
+            self.deliveries.send(message).map_err(|_| BrokerError::Unavailable("the hub has stopped".into()));
         Box::pin(std::future::ready(sent))
     }
 

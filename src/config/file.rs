@@ -86,6 +86,8 @@ pub struct File {
     pub routes: Vec<Route>,
     #[serde(default)]
     pub router: Router,
+    #[serde(default)]
+    pub live: Live,
 }
 
 #[derive(Debug, Deserialize)]
@@ -283,8 +285,8 @@ pub struct Router {
     pub unmatched_status: Option<u16>,
 }
 
-/// One entry of the route table. Exactly one of `proxy`, `tunnel`, `static`
-/// is set.
+/// One entry of the route table. Exactly one of `proxy`, `tunnel`,
+/// `static`, `live` is set.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
@@ -301,6 +303,76 @@ pub struct Route {
     pub tunnel: Option<TunnelRoute>,
     #[serde(rename = "static")]
     pub static_files: Option<StaticRoute>,
+    /// The live hub: `{path}/ws` (websocket) and `{path}/sse`.
+    pub live: Option<LiveRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveRoute {
+    /// Asked `GET {recovery_url}?key=K&since=ID` when the history cannot
+    /// cover a reconnect gap (the Django package serves it).
+    pub recovery_url: Option<String>,
+}
+
+/// Messages queued for one client before it counts as a slow consumer and
+/// is disconnected (1013). At 20 messages a second that is over 10 seconds
+/// of backlog; a browser tab that far behind is better off reconnecting
+/// and resuming.
+pub const DEFAULT_OUTBOUND_QUEUE: usize = 256;
+/// Largest client frame. Protocol frames are small JSON; 64 KiB leaves room
+/// for a comment published over the socket.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Subscriptions one connection may hold: a page watches a handful of
+/// objects, not thousands.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 100;
+/// Websocket ping interval; browsers and proxies drop quiet connections
+/// after 30-60s.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(25);
+/// A connection that sends nothing (not even a pong) for this long is gone.
+pub const DEFAULT_WS_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Read buffer per websocket. tokio-tungstenite's default is 128 KiB per
+/// connection, which alone would cost 1.2 GiB at 10k connections; client
+/// frames are small, so 4 KiB.
+pub const DEFAULT_WS_READ_BUFFER: usize = 4 * 1024;
+/// Invalid frames a connection may send before it is closed with 1008.
+pub const DEFAULT_MAX_INVALID_FRAMES: u32 = 10;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Live {
+    pub broker: BrokerKind,
+    pub outbound_queue: usize,
+    pub max_frame_bytes: usize,
+    pub max_subscriptions: usize,
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    pub read_buffer_bytes: usize,
+    pub max_invalid_frames: u32,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Self {
+            broker: BrokerKind::Memory,
+            outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            idle_timeout: DEFAULT_WS_IDLE_TIMEOUT,
+            read_buffer_bytes: DEFAULT_WS_READ_BUFFER,
+            max_invalid_frames: DEFAULT_MAX_INVALID_FRAMES,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerKind {
+    Memory,
+    Amqp,
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,7 +17,7 @@ use std::time::Duration;
 use http::StatusCode;
 use ipnet::IpNet;
 
-pub use file::{Limits, ListenerKind, LogFormat, OversizeBody};
+pub use file::{BrokerKind, Limits, ListenerKind, Live, LogFormat, OversizeBody};
 
 /// The validated configuration olive runs with.
 #[derive(Debug, Clone)]
@@ -31,6 +31,7 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
     pub unmatched_status: StatusCode,
+    pub live: Live,
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +138,10 @@ pub enum Action {
         tunnel: Option<Duration>,
     },
     Static(StaticDir),
+    /// The live hub's websocket and SSE endpoints under the route's path.
+    Live {
+        recovery_url: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -281,6 +286,7 @@ impl Validator<'_> {
             upstreams,
             routes,
             unmatched_status,
+            live: raw.live,
         }
     }
 
@@ -462,8 +468,11 @@ impl Validator<'_> {
                 index: s.index,
             })));
         }
+        if let Some(l) = r.live {
+            actions.push(Some(Action::Live { recovery_url: l.recovery_url }));
+        }
         if actions.len() != 1 {
-            self.error(field("path"), "a route needs exactly one of proxy, tunnel, static");
+            self.error(field("path"), "a route needs exactly one of proxy, tunnel, static, live");
             return None;
         }
         let action = actions.pop().flatten()?;

@@ -110,6 +110,7 @@ async fn dispatch(app: &App, conn: &Conn, req: Request<Incoming>, client: &Clien
     };
     let limits = &app.config.limits;
     let result = match &route.0.action {
+        Action::Live { .. } => return text(StatusCode::NOT_FOUND, "not found\n"),
         Action::Static(dir) => {
             let (parts, _) = req.into_parts();
             return static_files::serve(&parts, &route.1, dir).await;

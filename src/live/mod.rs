@@ -5,8 +5,10 @@
 //! - [`key`]: object keys, AMQP topic patterns, matching and the pattern
 //!   containment that grants are checked with;
 //! - [`id`]: message ids, unique across nodes and ordered by time;
-//! - [`protocol`]: the JSON frames of wire protocol v1.
+//! - [`protocol`]: the JSON frames of wire protocol v1;
+//! - [`hub`]: local subscriptions, broker interest and fan-out.
 
+pub mod hub;
 pub mod id;
 pub mod key;
 pub mod protocol;

@@ -110,8 +110,13 @@ fn key_error(e: KeyError, reference: Option<Box<RawValue>>) -> FrameError {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Out<'a> {
-    Subscribed { key: &'a str, recovered: bool },
-    Unsubscribed { key: &'a str },
+    Subscribed {
+        key: &'a str,
+        recovered: bool,
+    },
+    Unsubscribed {
+        key: &'a str,
+    },
     Message {
         key: &'a str,
         id: &'a str,
@@ -182,7 +187,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(ClientFrame::parse(r#"{"type":"ping"}"#).unwrap(), ClientFrame::Ping));
-        match ClientFrame::parse(r#"{"type":"publish","key":"olive.a.b.1","data":{"x":[1,2]},"ref":7}"#).unwrap() {
+        match ClientFrame::parse(r#"{"type":"publish","key":"olive.a.b.1","data":{"x":[1,2]},"ref":7}"#)
+            .unwrap()
+        {
             ClientFrame::Publish { key, data, reference } => {
                 assert_eq!(key.as_str(), "olive.a.b.1");
                 assert_eq!(data.get(), r#"{"x":[1,2]}"#);
@@ -210,7 +217,8 @@ mod tests {
 
     #[test]
     fn errors_echo_the_reference() {
-        let e = ClientFrame::parse(r#"{"type":"publish","key":"olive.a.#","data":1,"ref":"r1"}"#).unwrap_err();
+        let e =
+            ClientFrame::parse(r#"{"type":"publish","key":"olive.a.#","data":1,"ref":"r1"}"#).unwrap_err();
         assert_eq!(e.reference.unwrap().get(), r#""r1""#);
     }
 
@@ -223,7 +231,10 @@ mod tests {
             r#"{"type":"message","key":"olive.a.b.1","id":"01J","data":{"html":"<p>hi</p>"},"from":{"user":"7","name":"Ann"}}"#
         );
         assert_eq!(subscribed("k", false), r#"{"type":"subscribed","key":"k","recovered":false}"#);
-        assert_eq!(error(None, ErrorCode::TooLarge, "big"), r#"{"type":"error","code":"too_large","message":"big"}"#);
+        assert_eq!(
+            error(None, ErrorCode::TooLarge, "big"),
+            r#"{"type":"error","code":"too_large","message":"big"}"#
+        );
         assert_eq!(pong(), r#"{"type":"pong"}"#);
     }
 }

@@ -1,0 +1,137 @@
+use super::*;
+use crate::broker::memory::MemoryBroker;
+use std::sync::Mutex as StdMutex;
+
+/// A broker that records bind/unbind calls.
+#[derive(Default)]
+struct Recording {
+    calls: StdMutex<Vec<String>>,
+}
+
+impl Broker for Recording {
+    fn publish(
+        &self,
+        _: Message,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), crate::broker::BrokerError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+    fn bind(&self, p: &Pattern) {
+        self.calls.lock().unwrap().push(format!("bind {p}"));
+    }
+    fn unbind(&self, p: &Pattern) {
+        self.calls.lock().unwrap().push(format!("unbind {p}"));
+    }
+    fn ready(&self) -> tokio::sync::watch::Receiver<bool> {
+        tokio::sync::watch::Sender::new(true).subscribe()
+    }
+}
+
+fn p(s: &str) -> Pattern {
+    Pattern::parse(s).unwrap()
+}
+
+fn message(key: &str, id: &str) -> Message {
+    Message {
+        key: Key::parse(key).unwrap(),
+        id: id.into(),
+        data: Bytes::from_static(b"{\"n\":1}"),
+        from: None,
+    }
+}
+
+/// A hub over the memory broker with its tasks running.
+fn running_hub() -> (Arc<Hub>, Arc<MemoryBroker>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let broker = Arc::new(MemoryBroker::new(tx));
+    let (hub, inboxes) = Hub::new(broker.clone(), 1);
+    tokio::spawn(hub.clone().run_deliveries(rx));
+    for inbox in inboxes {
+        tokio::spawn(hub.clone().run_shard(inbox));
+    }
+    (hub, broker)
+}
+
+async fn next(conn: &mut Connection) -> String {
+    let frame =
+        tokio::time::timeout(std::time::Duration::from_secs(1), conn.outbound.recv()).await.unwrap().unwrap();
+    frame.as_str().to_owned()
+}
+
+#[tokio::test]
+async fn exact_and_pattern_subscribers_get_one_copy_each() {
+    let (hub, broker) = running_hub();
+    let mut a = hub.connect(8);
+    let mut b = hub.connect(8);
+    let mut c = hub.connect(8);
+    a.subscribe(p("olive.notes.note.1"), 10).unwrap();
+    b.subscribe(p("olive.notes.#"), 10).unwrap();
+    // Both of c's subscriptions match: it must still get one copy.
+    c.subscribe(p("olive.notes.note.1"), 10).unwrap();
+    c.subscribe(p("olive.*.note.*"), 10).unwrap();
+
+    broker.publish(message("olive.notes.note.1", "m1")).await.unwrap();
+    broker.publish(message("olive.notes.note.2", "m2")).await.unwrap();
+    let want1 = r#"{"type":"message","key":"olive.notes.note.1","id":"m1","data":{"n":1}}"#;
+    assert_eq!(next(&mut a).await, want1);
+    assert_eq!(next(&mut b).await, want1);
+    assert_eq!(next(&mut c).await, want1);
+    assert!(next(&mut b).await.contains("\"m2\""));
+    assert!(next(&mut c).await.contains("\"m2\""));
+    assert!(a.outbound.try_recv().is_err(), "a is not subscribed to note.2");
+    assert!(c.outbound.try_recv().is_err(), "no duplicate for c");
+    assert_eq!(hub.stats.delivered.load(Ordering::Relaxed), 5);
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_kicked_and_others_keep_receiving() {
+    let (hub, broker) = running_hub();
+    let mut slow = hub.connect(2);
+    let mut fast = hub.connect(64);
+    slow.subscribe(p("olive.a.b.1"), 10).unwrap();
+    fast.subscribe(p("olive.a.b.1"), 10).unwrap();
+    for i in 0..10 {
+        broker.publish(message("olive.a.b.1", &i.to_string())).await.unwrap();
+    }
+    for i in 0..10 {
+        assert!(next(&mut fast).await.contains(&format!("\"id\":\"{i}\"")));
+    }
+    assert_eq!((&mut slow.kicked).await.unwrap(), Kick::SlowConsumer);
+    assert_eq!(hub.stats.slow_consumers.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn interest_is_reference_counted_across_connections() {
+    let broker = Arc::new(Recording::default());
+    let (hub, _inboxes) = Hub::new(broker.clone(), 2);
+    let mut a = hub.connect(8);
+    let mut b = hub.connect(8);
+    a.subscribe(p("olive.x.y.1"), 10).unwrap();
+    assert_eq!(b.subscribe(p("olive.x.y.1"), 10), Ok(true));
+    assert_eq!(b.subscribe(p("olive.x.y.1"), 10), Ok(false), "twice is a no-op");
+    b.subscribe(p("olive.x.#"), 10).unwrap();
+    assert!(a.unsubscribe(&p("olive.x.y.1")));
+    assert!(!a.unsubscribe(&p("olive.x.y.1")));
+    drop(b);
+    assert_eq!(
+        *broker.calls.lock().unwrap(),
+        ["bind olive.x.y.1", "bind olive.x.#", "unbind olive.x.y.1", "unbind olive.x.#"]
+    );
+    assert!(hub.interest().is_empty());
+}
+
+#[tokio::test]
+async fn subscriptions_per_connection_are_capped() {
+    let broker = Arc::new(Recording::default());
+    let (hub, _inboxes) = Hub::new(broker, 1);
+    let mut a = hub.connect(8);
+    a.subscribe(p("olive.a.b.1"), 2).unwrap();
+    a.subscribe(p("olive.a.b.2"), 2).unwrap();
+    assert_eq!(a.subscribe(p("olive.a.b.3"), 2), Err(SubscribeError::TooMany));
+}
+
+#[test]
+fn non_json_data_is_not_delivered() {
+    let mut m = message("olive.a.b.1", "x");
+    m.data = Bytes::from_static(b"{not json");
+    assert!(encode(&m).is_none());
+}
