@@ -14,7 +14,11 @@ use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{self, Body};
+use crate::broker::memory::MemoryBroker;
+use crate::broker::{Broker, Message};
+use crate::config::BrokerKind;
 use crate::config::{Action, Config, ListenerKind};
+use crate::live::hub::{Hub, ShardInbox};
 use crate::ops::access::{self, AccessLog};
 use crate::proxy::{self, ClientInfo, ProxyError, Upstream, tunnel};
 use crate::router::{Decision, Router};
@@ -28,17 +32,37 @@ pub struct App {
     /// Worker threads serving connections (each upstream keeps one pool
     /// per worker).
     pub workers: usize,
-    /// Cancelled when olive starts draining: tunnels close.
+    /// The live hub (websocket and SSE subscriptions, publishing).
+    pub hub: Arc<Hub>,
+    /// Cancelled when olive starts draining: tunnels and live sessions close.
     pub shutdown: CancellationToken,
+    /// Upgraded connections (tunnels, live sessions), which hyper no longer
+    /// tracks: the drain waits for them to say goodbye.
+    pub sessions: tokio_util::task::TaskTracker,
 }
 
 impl App {
-    pub fn new(config: Arc<Config>, shutdown: CancellationToken) -> App {
+    /// The shared state, and the hub's tasks for the server to start.
+    pub fn new(config: Arc<Config>, shutdown: CancellationToken) -> (App, HubTasks) {
         let router = Router::new(&config);
         let workers = super::workers::count(config.server.workers);
         let upstreams = config.upstreams.iter().map(|u| Arc::new(Upstream::new(u, workers))).collect();
-        App { config, router, upstreams, workers, shutdown }
+        let (deliveries_tx, deliveries) = tokio::sync::mpsc::unbounded_channel();
+        let broker: Arc<dyn Broker> = match config.live.broker {
+            BrokerKind::Memory | BrokerKind::Amqp => Arc::new(MemoryBroker::new(deliveries_tx)),
+        };
+        let (hub, shards) = Hub::new(broker, workers);
+        let sessions = tokio_util::task::TaskTracker::new();
+        let app = App { config, router, upstreams, workers, hub, shutdown, sessions };
+        (app, HubTasks { deliveries, shards })
     }
+}
+
+/// The hub's long-running tasks, started by `Server::run`: the delivery
+/// task anywhere, each shard on its own worker.
+pub struct HubTasks {
+    pub deliveries: tokio::sync::mpsc::UnboundedReceiver<Message>,
+    pub shards: Vec<ShardInbox>,
 }
 
 /// Facts about the connection a request arrived on.
@@ -72,6 +96,8 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Respon
         redirect_to_https(&req, &host, port)
     } else if listener.kind == ListenerKind::Admin && req.uri().path() == "/healthz" {
         text(StatusCode::OK, "ok\n")
+    } else if listener.kind == ListenerKind::Admin && req.uri().path() == "/olive/publish" {
+        crate::live::publish::handle(&app.hub, req, app.config.live.max_frame_bytes).await
     } else {
         let client = ClientInfo {
             peer: conn.peer.ip(),
@@ -110,13 +136,25 @@ async fn dispatch(app: &App, conn: &Conn, req: Request<Incoming>, client: &Clien
     };
     let limits = &app.config.limits;
     let result = match &route.0.action {
-        Action::Live { .. } => return text(StatusCode::NOT_FOUND, "not found\n"),
+        Action::Live { .. } => {
+            return match route.1.as_str() {
+                "/ws" => crate::live::ws::upgrade(
+                    &app.hub,
+                    &app.config.live,
+                    req,
+                    app.shutdown.clone(),
+                    &app.sessions,
+                ),
+                _ => text(StatusCode::NOT_FOUND, "not found\n"),
+            };
+        }
         Action::Static(dir) => {
             let (parts, _) = req.into_parts();
             return static_files::serve(&parts, &route.1, dir).await;
         }
         Action::Proxy { upstream, tunnel: Some(idle), .. } if tunnel::is_websocket_upgrade(&req) => {
-            tunnel::open(&app.upstreams[*upstream], req, client, *idle, app.shutdown.clone()).await
+            tunnel::open(&app.upstreams[*upstream], req, client, *idle, app.shutdown.clone(), &app.sessions)
+                .await
         }
         Action::Proxy { upstream, compress, .. } => {
             let upstream = &app.upstreams[*upstream];

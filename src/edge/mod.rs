@@ -27,6 +27,7 @@ use crate::config::{Config, ListenerKind};
 
 pub struct Server {
     app: Arc<App>,
+    hub_tasks: handler::HubTasks,
     sockets: Vec<TcpListener>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -51,8 +52,8 @@ impl Server {
             tracing::info!(listener = %l.name, kind = ?l.kind, addr = %socket.local_addr()?, "listening");
             sockets.push(socket);
         }
-        let app = Arc::new(App::new(config, CancellationToken::new()));
-        Ok(Server { app, sockets, tls })
+        let (app, hub_tasks) = App::new(config, CancellationToken::new());
+        Ok(Server { app: Arc::new(app), hub_tasks, sockets, tls })
     }
 
     /// The bound address of the listener called `name` (port 0 resolved).
@@ -69,6 +70,12 @@ impl Server {
         // running then are dropped instead of outliving `run`.
         let abort = CancellationToken::new();
         let workers = Arc::new(Workers::start(self.app.workers)?);
+        let hub = &self.app.hub;
+        let deliveries = tokio::spawn(hub.clone().run_deliveries(self.hub_tasks.deliveries));
+        for inbox in self.hub_tasks.shards {
+            let hub = hub.clone();
+            workers.spawn_on(inbox.0, hub.run_shard(inbox));
+        }
         let mut accept_loops = tokio::task::JoinSet::new();
         for (index, socket) in self.sockets.into_iter().enumerate() {
             let listener = listen::Listener {
@@ -91,6 +98,7 @@ impl Server {
         accept_loops.join_all().await;
         self.app.shutdown.cancel();
         let drain = self.app.config.server.drain_timeout;
+        let deadline = tokio::time::Instant::now() + drain;
         let open = graceful.count();
         tracing::info!(connections = open, timeout_secs = drain.as_secs_f32(), "draining");
         let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| unreachable!("accept loops have ended"));
@@ -101,8 +109,18 @@ impl Server {
                 abort.cancel();
             }
         }
+        // Tunnels and live sessions got the shutdown signal with the drain;
+        // give them what is left of it to send their close frames.
+        self.app.sessions.close();
+        if tokio::time::timeout_at(deadline, self.app.sessions.wait()).await.is_err() {
+            tracing::warn!(
+                sessions = self.app.sessions.len(),
+                "drain timeout passed with sessions still open"
+            );
+        }
         // Stops the worker threads once the last handle is gone.
         drop(workers);
+        deliveries.abort();
         Ok(())
     }
 }

@@ -83,6 +83,14 @@ impl Workers {
         self.workers.is_empty()
     }
 
+    /// Runs a long-lived task on worker `index` (not counted as load).
+    pub fn spawn_on<Fut>(&self, index: usize, task: Fut)
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.workers[index % self.workers.len()].handle.spawn(task);
+    }
+
     /// Runs `make(guard)` on the least-loaded worker. The future is built on
     /// the worker's thread so that sockets it creates register there.
     pub fn spawn<F, Fut>(&self, make: F)

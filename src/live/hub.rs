@@ -165,8 +165,9 @@ impl Hub {
         }
     }
 
-    /// Registers a connection on the calling worker's shard.
-    pub fn connect(self: &Arc<Self>, queue_size: usize) -> Connection {
+    /// Registers a connection on the calling worker's shard. The
+    /// [`Outbound`] half belongs to whatever writes to the client.
+    pub fn connect(self: &Arc<Self>, queue_size: usize) -> (Connection, Outbound) {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let shard_index = crate::edge::workers::current() % self.shards.len();
         let (tx, rx) = mpsc::channel(queue_size.max(1));
@@ -178,15 +179,8 @@ impl Hub {
             .unwrap_or_else(|e| e.into_inner())
             .outlets
             .insert(id, Outlet { queue: tx.clone(), kick: Some(kick_tx) });
-        Connection {
-            hub: self.clone(),
-            shard,
-            id,
-            subscriptions: Vec::new(),
-            queue: tx,
-            outbound: rx,
-            kicked: kick_rx,
-        }
+        let conn = Connection { hub: self.clone(), shard, id, subscriptions: Vec::new(), queue: tx };
+        (conn, Outbound { frames: rx, kicked: kick_rx })
     }
 
     fn add_interest(&self, pattern: &Pattern) {
@@ -235,9 +229,12 @@ pub struct Connection {
     /// For frames the connection sends itself (acks, errors), in order with
     /// deliveries.
     pub queue: mpsc::Sender<Utf8Bytes>,
-    /// What the writer sends to the client.
-    pub outbound: mpsc::Receiver<Utf8Bytes>,
-    /// Fires when the hub drops this connection (slow consumer).
+}
+
+/// The writing side of a connection: what to send to the client, and the
+/// hub's notice that the client is too slow to keep.
+pub struct Outbound {
+    pub frames: mpsc::Receiver<Utf8Bytes>,
     pub kicked: oneshot::Receiver<Kick>,
 }
 

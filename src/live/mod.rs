@@ -6,9 +6,13 @@
 //!   containment that grants are checked with;
 //! - [`id`]: message ids, unique across nodes and ordered by time;
 //! - [`protocol`]: the JSON frames of wire protocol v1;
-//! - [`hub`]: local subscriptions, broker interest and fan-out.
+//! - [`hub`]: local subscriptions, broker interest and fan-out;
+//! - [`ws`]: the websocket endpoint;
+//! - [`publish`]: `POST /olive/publish` for backends.
 
 pub mod hub;
 pub mod id;
 pub mod key;
 pub mod protocol;
+pub mod publish;
+pub mod ws;

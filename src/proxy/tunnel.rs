@@ -19,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::{ClientInfo, ProxyError, Upstream, UpstreamAddrUsed, upstream_head};
 use crate::body::{self, Body};
@@ -44,6 +45,7 @@ pub async fn open(
     client: &ClientInfo,
     idle: Duration,
     shutdown: CancellationToken,
+    sessions: &TaskTracker,
 ) -> Result<Response<Body>, ProxyError> {
     let (_, peer) = upstream.pick(&[]).ok_or_else(|| ProxyError::Connect(upstream.name().to_owned()))?;
     let stream = match peer.connector.connect().await {
@@ -89,7 +91,7 @@ pub async fn open(
     }
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
     let name = upstream.name().to_owned();
-    tokio::spawn(async move {
+    sessions.spawn(async move {
         let (from_client, from_upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
             Ok(pair) => pair,
             Err(e) => {

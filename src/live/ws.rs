@@ -1,0 +1,231 @@
+//! The websocket endpoint of the live hub (`{route}/ws`), protocol v1.
+//!
+//! The upgrade is answered here (RFC 6455 §4.2.2); the session then runs
+//! as two tasks on the connection's worker. The reader parses client
+//! frames and acts on them; the writer owns the socket's sending half and
+//! drains the connection's bounded queue, batching what is queued into one
+//! flush. When either ends the other follows: the reader's end drops the
+//! hub connection, which closes the queue the writer drains; the writer's
+//! end cancels a token the reader watches.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::hub::{Connection, Hub, Kick, Outbound, SubscribeError};
+use super::id::MessageId;
+use super::protocol::{self, ClientFrame, ErrorCode};
+use crate::body::{self, Body};
+use crate::broker::Message;
+use crate::config::Live;
+
+/// Frames the writer may batch into one flush.
+const WRITE_BATCH: usize = 64;
+
+/// Answers a websocket upgrade on the live route and starts the session.
+pub fn upgrade(
+    hub: &Arc<Hub>,
+    config: &Live,
+    mut req: Request<Incoming>,
+    shutdown: CancellationToken,
+    sessions: &TaskTracker,
+) -> Response<Body> {
+    let headers = req.headers();
+    let is_upgrade = req.method() == Method::GET
+        && headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).filter(|_| is_upgrade) else {
+        return plain(StatusCode::BAD_REQUEST, "websocket upgrade expected\n");
+    };
+    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13") {
+        let mut resp = plain(StatusCode::UPGRADE_REQUIRED, "websocket version 13 expected\n");
+        resp.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return resp;
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    let upgraded = hyper::upgrade::on(&mut req);
+    let (hub, config) = (hub.clone(), config.clone());
+    sessions.spawn(async move {
+        let io = match upgraded.await {
+            Ok(io) => TokioIo::new(io),
+            Err(e) => return tracing::debug!(error = %e, "websocket upgrade failed"),
+        };
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(config.read_buffer_bytes)
+            // Flush per batch, not per megabyte: deliveries are latency-bound.
+            .write_buffer_size(0)
+            // olive answers frames up to max_frame_bytes with too_large and
+            // keeps the connection; far larger ones end it (1009).
+            .max_message_size(Some(config.max_frame_bytes.saturating_mul(4)))
+            .max_frame_size(Some(config.max_frame_bytes.saturating_mul(4)));
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
+        session(ws, hub, config, shutdown).await;
+    });
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept).expect("base64 is a valid header"));
+    resp
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut resp = Response::new(body::full(text));
+    *resp.status_mut() = status;
+    resp
+}
+
+/// Why the session ended, as a close frame.
+fn close(code: CloseCode, reason: &'static str) -> WsMessage {
+    WsMessage::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
+}
+
+async fn session<S>(ws: WebSocketStream<S>, hub: Arc<Hub>, config: Live, shutdown: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut stream) = ws.split();
+    let (mut conn, Outbound { frames: mut outbound, mut kicked }) = hub.connect(config.outbound_queue);
+    let writer_done = CancellationToken::new();
+    // The reader's reason to close, when it has one (abuse: 1008).
+    let (close_tx, mut close_rx) = tokio::sync::oneshot::channel::<WsMessage>();
+
+    let done = writer_done.clone();
+    let ping_interval = config.ping_interval;
+    let writer = tokio::spawn(async move {
+        let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
+        let farewell = loop {
+            tokio::select! {
+                frame = outbound.recv() => {
+                    let Some(frame) = frame else { break None };
+                    if sink.feed(WsMessage::Text(frame)).await.is_err() { break None }
+                    let mut batch = 1;
+                    while batch < WRITE_BATCH {
+                        let Ok(frame) = outbound.try_recv() else { break };
+                        if sink.feed(WsMessage::Text(frame)).await.is_err() { break }
+                        batch += 1;
+                    }
+                    if sink.flush().await.is_err() { break None }
+                }
+                _ = ping.tick() => {
+                    if sink.send(WsMessage::Ping(Bytes::new())).await.is_err() { break None }
+                }
+                Ok(Kick::SlowConsumer) = &mut kicked => break Some(close(CloseCode::Again, "slow consumer")),
+                Ok(frame) = &mut close_rx => break Some(frame),
+                _ = shutdown.cancelled() => break Some(close(CloseCode::Away, "olive is restarting")),
+            }
+        };
+        if let Some(frame) = farewell {
+            let _ = sink.send(frame).await;
+        }
+        let _ = sink.close().await;
+        done.cancel();
+    });
+
+    let mut invalid = 0;
+    let idle = config.idle_timeout;
+    loop {
+        let frame = tokio::select! {
+            frame = tokio::time::timeout(idle, stream.next()) => frame,
+            _ = writer_done.cancelled() => break,
+        };
+        let text = match frame {
+            Err(_) => break, // idle timeout: nothing, not even a pong
+            Ok(None) | Ok(Some(Err(_))) => break,
+            Ok(Some(Ok(WsMessage::Text(text)))) => text,
+            Ok(Some(Ok(WsMessage::Binary(_)))) => {
+                invalid += 1;
+                conn.send(protocol::error(
+                    None,
+                    ErrorCode::Invalid,
+                    "binary frames are not part of the protocol",
+                ));
+                Utf8Bytes::from_static("")
+            }
+            Ok(Some(Ok(WsMessage::Close(_)))) => break,
+            Ok(Some(Ok(_))) => continue, // ping, pong: tungstenite answers pings itself
+        };
+        if text.is_empty() {
+            // A binary frame, already answered.
+        } else if text.len() > config.max_frame_bytes {
+            invalid += 1;
+            let message = format!("frame larger than {} bytes", config.max_frame_bytes);
+            conn.send(protocol::error(None, ErrorCode::TooLarge, &message));
+        } else if let Err(()) = handle(&hub, &mut conn, &config, &text) {
+            invalid += 1;
+        }
+        if invalid > config.max_invalid_frames {
+            tracing::debug!(conn = conn.id(), "closing a connection that keeps sending invalid frames");
+            let _ = close_tx.send(close(CloseCode::Policy, "too many invalid frames"));
+            break;
+        }
+    }
+    drop(conn);
+    let _ = writer.await;
+}
+
+/// Acts on one text frame. `Err` when the frame was invalid.
+fn handle(hub: &Arc<Hub>, conn: &mut Connection, config: &Live, text: &str) -> Result<(), ()> {
+    let frame = match ClientFrame::parse(text) {
+        Ok(frame) => frame,
+        Err(e) => {
+            conn.send(protocol::error(e.reference.as_deref(), e.code, &e.message));
+            return Err(());
+        }
+    };
+    match frame {
+        ClientFrame::Subscribe { key, since: _ } => match conn
+            .subscribe(key.clone(), config.max_subscriptions)
+        {
+            Ok(_) => {
+                conn.send(protocol::subscribed(key.as_str(), false));
+            }
+            Err(SubscribeError::TooMany) => {
+                let message = format!("at most {} subscriptions per connection", config.max_subscriptions);
+                conn.send(protocol::error(None, ErrorCode::TooLarge, &message));
+                return Err(());
+            }
+        },
+        ClientFrame::Unsubscribe { key } => {
+            conn.unsubscribe(&key);
+            conn.send(protocol::unsubscribed(key.as_str()));
+        }
+        ClientFrame::Publish { key, data, reference } => {
+            let id = MessageId::new().to_string();
+            let message =
+                Message { key, id: id.clone().into(), data: Bytes::from(data.get().to_owned()), from: None };
+            let queue = conn.queue.clone();
+            let publish = hub.broker().publish(message);
+            hub.stats.published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::spawn(async move {
+                let reply = match publish.await {
+                    Ok(()) => protocol::ack(reference.as_deref(), &id),
+                    Err(e) => protocol::error(reference.as_deref(), ErrorCode::Unavailable, &e.to_string()),
+                };
+                if let Ok(text) = Utf8Bytes::try_from(reply) {
+                    let _ = queue.send(text).await;
+                }
+            });
+        }
+        ClientFrame::Presence { .. } => {
+            conn.send(protocol::error(None, ErrorCode::Unavailable, "presence is not available yet"));
+        }
+        ClientFrame::Ping => {
+            conn.send(protocol::pong());
+        }
+    }
+    Ok(())
+}
