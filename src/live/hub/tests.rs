@@ -51,18 +51,18 @@ fn running_hub() -> (Arc<Hub>, Arc<MemoryBroker>) {
     (hub, broker)
 }
 
-async fn next(conn: &mut Connection) -> String {
+async fn next(out: &mut Outbound) -> String {
     let frame =
-        tokio::time::timeout(std::time::Duration::from_secs(1), conn.outbound.recv()).await.unwrap().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), out.frames.recv()).await.unwrap().unwrap();
     frame.as_str().to_owned()
 }
 
 #[tokio::test]
 async fn exact_and_pattern_subscribers_get_one_copy_each() {
     let (hub, broker) = running_hub();
-    let mut a = hub.connect(8);
-    let mut b = hub.connect(8);
-    let mut c = hub.connect(8);
+    let (mut a, mut a_out) = hub.connect(8);
+    let (mut b, mut b_out) = hub.connect(8);
+    let (mut c, mut c_out) = hub.connect(8);
     a.subscribe(p("olive.notes.note.1"), 10).unwrap();
     b.subscribe(p("olive.notes.#"), 10).unwrap();
     // Both of c's subscriptions match: it must still get one copy.
@@ -72,30 +72,30 @@ async fn exact_and_pattern_subscribers_get_one_copy_each() {
     broker.publish(message("olive.notes.note.1", "m1")).await.unwrap();
     broker.publish(message("olive.notes.note.2", "m2")).await.unwrap();
     let want1 = r#"{"type":"message","key":"olive.notes.note.1","id":"m1","data":{"n":1}}"#;
-    assert_eq!(next(&mut a).await, want1);
-    assert_eq!(next(&mut b).await, want1);
-    assert_eq!(next(&mut c).await, want1);
-    assert!(next(&mut b).await.contains("\"m2\""));
-    assert!(next(&mut c).await.contains("\"m2\""));
-    assert!(a.outbound.try_recv().is_err(), "a is not subscribed to note.2");
-    assert!(c.outbound.try_recv().is_err(), "no duplicate for c");
+    assert_eq!(next(&mut a_out).await, want1);
+    assert_eq!(next(&mut b_out).await, want1);
+    assert_eq!(next(&mut c_out).await, want1);
+    assert!(next(&mut b_out).await.contains("\"m2\""));
+    assert!(next(&mut c_out).await.contains("\"m2\""));
+    assert!(a_out.frames.try_recv().is_err(), "a is not subscribed to note.2");
+    assert!(c_out.frames.try_recv().is_err(), "no duplicate for c");
     assert_eq!(hub.stats.delivered.load(Ordering::Relaxed), 5);
 }
 
 #[tokio::test]
 async fn a_slow_consumer_is_kicked_and_others_keep_receiving() {
     let (hub, broker) = running_hub();
-    let mut slow = hub.connect(2);
-    let mut fast = hub.connect(64);
+    let (mut slow, mut slow_out) = hub.connect(2);
+    let (mut fast, mut fast_out) = hub.connect(64);
     slow.subscribe(p("olive.a.b.1"), 10).unwrap();
     fast.subscribe(p("olive.a.b.1"), 10).unwrap();
     for i in 0..10 {
         broker.publish(message("olive.a.b.1", &i.to_string())).await.unwrap();
     }
     for i in 0..10 {
-        assert!(next(&mut fast).await.contains(&format!("\"id\":\"{i}\"")));
+        assert!(next(&mut fast_out).await.contains(&format!("\"id\":\"{i}\"")));
     }
-    assert_eq!((&mut slow.kicked).await.unwrap(), Kick::SlowConsumer);
+    assert_eq!((&mut slow_out.kicked).await.unwrap(), Kick::SlowConsumer);
     assert_eq!(hub.stats.slow_consumers.load(Ordering::Relaxed), 1);
 }
 
@@ -103,8 +103,8 @@ async fn a_slow_consumer_is_kicked_and_others_keep_receiving() {
 async fn interest_is_reference_counted_across_connections() {
     let broker = Arc::new(Recording::default());
     let (hub, _inboxes) = Hub::new(broker.clone(), 2);
-    let mut a = hub.connect(8);
-    let mut b = hub.connect(8);
+    let (mut a, _a_out) = hub.connect(8);
+    let (mut b, _b_out) = hub.connect(8);
     a.subscribe(p("olive.x.y.1"), 10).unwrap();
     assert_eq!(b.subscribe(p("olive.x.y.1"), 10), Ok(true));
     assert_eq!(b.subscribe(p("olive.x.y.1"), 10), Ok(false), "twice is a no-op");
@@ -123,7 +123,7 @@ async fn interest_is_reference_counted_across_connections() {
 async fn subscriptions_per_connection_are_capped() {
     let broker = Arc::new(Recording::default());
     let (hub, _inboxes) = Hub::new(broker, 1);
-    let mut a = hub.connect(8);
+    let (mut a, _a_out) = hub.connect(8);
     a.subscribe(p("olive.a.b.1"), 2).unwrap();
     a.subscribe(p("olive.a.b.2"), 2).unwrap();
     assert_eq!(a.subscribe(p("olive.a.b.3"), 2), Err(SubscribeError::TooMany));
