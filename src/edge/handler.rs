@@ -94,8 +94,8 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Respon
 
     let mut resp = if let Some(port) = listener.redirect_https_port {
         redirect_to_https(&req, &host, port)
-    } else if listener.kind == ListenerKind::Admin && req.uri().path() == "/healthz" {
-        text(StatusCode::OK, "ok\n")
+    } else if let Some(resp) = admin(&app, listener.kind, req.uri().path()) {
+        resp
     } else if listener.kind == ListenerKind::Admin && req.uri().path() == "/olive/publish" {
         crate::live::publish::handle(&app.hub, req, app.config.live.max_frame_bytes).await
     } else {
@@ -122,6 +122,18 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Respon
     match log {
         Some(log) => access::finish(log, resp),
         None => resp,
+    }
+}
+
+/// The admin listener's own endpoints that need no request body.
+fn admin(app: &App, kind: ListenerKind, path: &str) -> Option<Response<Body>> {
+    if kind != ListenerKind::Admin {
+        return None;
+    }
+    match path {
+        "/healthz" => Some(crate::ops::health::healthz()),
+        "/readyz" => Some(crate::ops::health::readyz(app)),
+        _ => None,
     }
 }
 

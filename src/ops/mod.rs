@@ -1,4 +1,5 @@
-//! Operations: logging set-up and the access log.
+//! Operations: logging set-up, the access log, health and readiness.
 
 pub mod access;
+pub mod health;
 pub mod log;
