@@ -11,6 +11,7 @@
 //! that one channel, so a node sees its own publishes in the same order as
 //! every other node.
 
+pub mod amqp;
 pub mod memory;
 
 use std::sync::Arc;

@@ -351,6 +351,8 @@ pub struct Live {
     pub idle_timeout: Duration,
     pub read_buffer_bytes: usize,
     pub max_invalid_frames: u32,
+    /// RabbitMQ settings, used when `broker = "amqp"`.
+    pub amqp: LiveAmqp,
 }
 
 impl Default for Live {
@@ -364,6 +366,7 @@ impl Default for Live {
             idle_timeout: DEFAULT_WS_IDLE_TIMEOUT,
             read_buffer_bytes: DEFAULT_WS_READ_BUFFER,
             max_invalid_frames: DEFAULT_MAX_INVALID_FRAMES,
+            amqp: LiveAmqp::default(),
         }
     }
 }
@@ -373,6 +376,84 @@ impl Default for Live {
 pub enum BrokerKind {
     Memory,
     Amqp,
+}
+
+/// The broker RabbitMQ runs out of the box on the same machine (the
+/// `guest` user may only connect from localhost). `%2f` is the default
+/// vhost `/`.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// The topic exchange every node and every outside publisher shares.
+pub const DEFAULT_AMQP_EXCHANGE: &str = "olive";
+/// Each node's queue is named `{prefix}.{random}`, so `rabbitmqctl
+/// list_queues` shows which queues are olive's.
+pub const DEFAULT_AMQP_QUEUE_PREFIX: &str = "olive.node";
+/// First wait before reconnecting: short, because a RabbitMQ restart or a
+/// dropped connection usually heals at once.
+pub const DEFAULT_AMQP_RECONNECT_MIN: Duration = Duration::from_millis(100);
+/// Longest wait between attempts: subscribers stay open during an outage,
+/// so service resumes at most this long after RabbitMQ is back.
+pub const DEFAULT_AMQP_RECONNECT_MAX: Duration = Duration::from_secs(10);
+/// TCP connect plus AMQP handshake; a broker that takes longer is treated
+/// as down, and the next attempt follows the backoff.
+pub const DEFAULT_AMQP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a publish waits for RabbitMQ's confirm before the publisher
+/// is told `unavailable`. Confirms take milliseconds on a healthy broker;
+/// one under memory or disk alarm blocks publishers, and a browser should
+/// hear about it instead of waiting.
+pub const DEFAULT_AMQP_CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `[live.amqp]`: the RabbitMQ broker. The URL holds a password, so it can
+/// come from the file (`url`), an environment variable (`url_env`) or a
+/// file of its own (`url_file`); at most one of the three.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveAmqp {
+    pub url: Option<String>,
+    pub url_env: Option<String>,
+    pub url_file: Option<PathBuf>,
+    pub exchange: String,
+    pub queue_prefix: String,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub confirm_timeout: Duration,
+}
+
+impl Default for LiveAmqp {
+    fn default() -> Self {
+        Self {
+            url: None,
+            url_env: None,
+            url_file: None,
+            exchange: DEFAULT_AMQP_EXCHANGE.into(),
+            queue_prefix: DEFAULT_AMQP_QUEUE_PREFIX.into(),
+            reconnect_min: DEFAULT_AMQP_RECONNECT_MIN,
+            reconnect_max: DEFAULT_AMQP_RECONNECT_MAX,
+            connect_timeout: DEFAULT_AMQP_CONNECT_TIMEOUT,
+            confirm_timeout: DEFAULT_AMQP_CONFIRM_TIMEOUT,
+        }
+    }
+}
+
+/// By hand, so that a password in `url` never reaches a log line.
+impl std::fmt::Debug for LiveAmqp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveAmqp")
+            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
+            .field("url_env", &self.url_env)
+            .field("url_file", &self.url_file)
+            .field("exchange", &self.exchange)
+            .field("queue_prefix", &self.queue_prefix)
+            .field("reconnect_min", &self.reconnect_min)
+            .field("reconnect_max", &self.reconnect_max)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("confirm_timeout", &self.confirm_timeout)
+            .finish()
+    }
 }
 
 #[derive(Debug, Deserialize)]

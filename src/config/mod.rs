@@ -7,6 +7,7 @@
 //! relative to the file's own directory, so olive starts the same from any
 //! working directory.
 
+mod amqp;
 pub mod file;
 
 use std::fmt;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use http::StatusCode;
 use ipnet::IpNet;
 
+pub use amqp::Amqp;
 pub use file::{BrokerKind, Limits, ListenerKind, Live, LogFormat, OversizeBody};
 
 /// The validated configuration olive runs with.
@@ -32,6 +34,10 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub unmatched_status: StatusCode,
     pub live: Live,
+    /// The validated `[live.amqp]` table: `Some` exactly when
+    /// `live.broker = "amqp"` (its URL may name an environment variable
+    /// that a memory-broker setup never sets).
+    pub amqp: Option<Amqp>,
 }
 
 #[derive(Debug, Clone)]
@@ -192,10 +198,21 @@ impl Config {
     /// Validates configuration text; `path` names it in errors and anchors
     /// relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Self::parse_with_env(text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::parse`], reading environment variables (`url_env`)
+    /// through `env`, so tests pass a map instead of changing the process
+    /// environment.
+    pub fn parse_with_env(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let raw: file::File = toml::from_str(text)
             .map_err(|e| ConfigError { source_file: path.to_owned(), errors: vec![toml_error(&e, text)] })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut v = Validator { base, errors: Vec::new() };
+        let mut v = Validator { base, env, errors: Vec::new() };
         let config = v.config(raw, path);
         if v.errors.is_empty() {
             Ok(config)
@@ -225,6 +242,7 @@ fn toml_error(e: &toml::de::Error, text: &str) -> FieldError {
 
 struct Validator<'a> {
     base: &'a Path,
+    env: &'a dyn Fn(&str) -> Option<String>,
     errors: Vec<FieldError>,
 }
 
@@ -277,6 +295,7 @@ impl Validator<'_> {
                 }
             },
         };
+        let amqp = (raw.live.broker == BrokerKind::Amqp).then(|| self.amqp(&raw.live.amqp));
         Config {
             source: source.to_owned(),
             server,
@@ -287,6 +306,7 @@ impl Validator<'_> {
             routes,
             unmatched_status,
             live: raw.live,
+            amqp,
         }
     }
 

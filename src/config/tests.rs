@@ -129,10 +129,94 @@ fn the_documented_example_parses() {
     }
 }
 
+/// The example's `[live.amqp]` table, validated as the amqp broker would.
+#[test]
+fn the_documented_amqp_table_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/olive.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replace("[live.amqp]", "[live]\nbroker = \"amqp\"\n[live.amqp]");
+    let env = |name: &str| (name == "OLIVE_AMQP_URL").then(|| file::DEFAULT_AMQP_URL.to_owned());
+    let err = Config::parse_with_env(&text, &path, &env).unwrap_err();
+    assert!(err.errors.iter().all(|e| !e.field.starts_with("live")), "{err}");
+}
+
 #[test]
 fn the_dev_config_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dev.toml");
     let config = Config::load(&path).unwrap();
     let binds: Vec<String> = config.listeners.iter().map(|l| l.bind.to_string()).collect();
     assert_eq!(binds, ["127.0.0.1:8080", "127.0.0.1:8443", "127.0.0.1:9090"]);
+}
+
+fn parse_env(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env = |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+    Config::parse_with_env(text, Path::new("/etc/olive/olive.toml"), &env)
+}
+
+fn errors_of(result: Result<Config, ConfigError>) -> Vec<(String, String)> {
+    result.unwrap_err().errors.into_iter().map(|e| (e.field, e.message)).collect()
+}
+
+#[test]
+fn amqp_settings_only_with_the_amqp_broker() {
+    let memory = parse(&format!("{MINIMAL}\n[live.amqp]\nurl_env = \"UNSET\"\n")).unwrap();
+    assert!(memory.amqp.is_none(), "a memory broker ignores an unset url_env");
+    let c = parse(&format!("{MINIMAL}\n[live]\nbroker = \"amqp\"\n")).unwrap();
+    let amqp = c.amqp.unwrap();
+    assert_eq!(amqp.url, file::DEFAULT_AMQP_URL);
+    assert_eq!(amqp.exchange, "olive");
+    assert_eq!(amqp.reconnect_max, file::DEFAULT_AMQP_RECONNECT_MAX);
+    assert!(!format!("{amqp:?}").contains("guest:guest"), "the password stays out of Debug");
+}
+
+#[test]
+fn amqp_url_from_env_or_file() {
+    let text = format!("{MINIMAL}\n[live]\nbroker = \"amqp\"\namqp.url_env = \"OLIVE_AMQP_URL\"\n");
+    let c = parse_env(&text, &[("OLIVE_AMQP_URL", "amqp://u:p@rabbit:5672/site")]).unwrap();
+    assert_eq!(c.amqp.unwrap().url, "amqp://u:p@rabbit:5672/site");
+
+    let errors = errors_of(parse_env(&text, &[]));
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].0, "live.amqp.url_env");
+    assert!(errors[0].1.contains("OLIVE_AMQP_URL"), "{}", errors[0].1);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("amqp-url"), "amqp://u:p@rabbit:5672/%2f\n").unwrap();
+    let path = dir.path().join("olive.toml");
+    let text = format!("{MINIMAL}\n[live]\nbroker = \"amqp\"\namqp.url_file = \"amqp-url\"\n");
+    let c = Config::parse(&text, &path).unwrap();
+    assert_eq!(c.amqp.unwrap().url, "amqp://u:p@rabbit:5672/%2f", "relative to the file, trimmed");
+}
+
+#[test]
+fn amqp_errors_name_their_fields() {
+    let text = format!(
+        "{MINIMAL}\n[live]\nbroker = \"amqp\"\n[live.amqp]\nurl = \"http://secret@x\"\nexchange = \"\"\n\
+         queue_prefix = \"amq.mine\"\nreconnect_min = \"5s\"\nreconnect_max = \"1s\"\nconfirm_timeout = \"0s\"\n"
+    );
+    let errors = errors_of(parse(&text));
+    let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "live.amqp.url",
+            "live.amqp.exchange",
+            "live.amqp.queue_prefix",
+            "live.amqp.reconnect_max",
+            "live.amqp.confirm_timeout"
+        ]
+    );
+    assert!(!errors[0].1.contains("secret"), "the URL is not echoed: {}", errors[0].1);
+
+    let both =
+        format!("{MINIMAL}\n[live]\nbroker = \"amqp\"\namqp.url = \"amqp://h\"\namqp.url_env = \"X\"\n");
+    assert_eq!(fields_of_env(&both), ["live.amqp.url"]);
+    let tls = format!("{MINIMAL}\n[live]\nbroker = \"amqp\"\namqp.url = \"amqps://h\"\n");
+    assert_eq!(fields_of_env(&tls), ["live.amqp.url"]);
+    let typo = format!("{MINIMAL}\n[live.amqp]\nexchnage = \"x\"\n");
+    assert!(parse(&typo).unwrap_err().errors[0].message.contains("unknown field"));
+}
+
+fn fields_of_env(text: &str) -> Vec<String> {
+    errors_of(parse_env(text, &[("X", "amqp://h")])).into_iter().map(|(f, _)| f).collect()
 }
