@@ -5,9 +5,12 @@
 //! `CI=true` an unreachable RabbitMQ fails the tests; elsewhere they skip
 //! with a line on stderr.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::rabbit;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use olive::broker::amqp::AmqpBroker;
@@ -19,21 +22,6 @@ use olive::live::protocol::From as Publisher;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
-/// Whether RabbitMQ answers; panics instead of skipping in CI.
-fn rabbit() -> bool {
-    let addr = "127.0.0.1:5672".parse().unwrap();
-    match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-        Ok(_) => true,
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("RabbitMQ is required in CI and is not reachable on {addr}: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipped: RabbitMQ is not reachable on {addr} ({e}); set CI=true to fail instead");
-            false
-        }
-    }
-}
 
 /// Settings for a test: its own exchange, quick reconnects.
 fn config(test: &str) -> Amqp {

@@ -36,6 +36,10 @@ impl Broker for MemoryBroker {
     fn ready(&self) -> watch::Receiver<bool> {
         self.ready.subscribe()
     }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 #[cfg(test)]

@@ -62,4 +62,7 @@ pub trait Broker: Send + Sync {
 
     /// `true` while connected and able to publish (for `/readyz`).
     fn ready(&self) -> watch::Receiver<bool>;
+
+    /// Closes connections cleanly; called once, at the end of the drain.
+    fn close(&self) -> BoxFuture<'_, ()>;
 }

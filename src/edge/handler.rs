@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{self, Body};
+use crate::broker::amqp::AmqpBroker;
 use crate::broker::memory::MemoryBroker;
 use crate::broker::{Broker, Message};
 use crate::config::BrokerKind;
@@ -48,8 +49,9 @@ impl App {
         let workers = super::workers::count(config.server.workers);
         let upstreams = config.upstreams.iter().map(|u| Arc::new(Upstream::new(u, workers))).collect();
         let (deliveries_tx, deliveries) = tokio::sync::mpsc::unbounded_channel();
-        let broker: Arc<dyn Broker> = match config.live.broker {
-            BrokerKind::Memory | BrokerKind::Amqp => Arc::new(MemoryBroker::new(deliveries_tx)),
+        let broker: Arc<dyn Broker> = match (&config.live.broker, &config.amqp) {
+            (BrokerKind::Amqp, Some(amqp)) => AmqpBroker::start(amqp.clone(), deliveries_tx),
+            _ => Arc::new(MemoryBroker::new(deliveries_tx)),
         };
         let (hub, shards) = Hub::new(broker, workers);
         let sessions = tokio_util::task::TaskTracker::new();

@@ -120,6 +120,7 @@ impl Server {
         }
         // Stops the worker threads once the last handle is gone.
         drop(workers);
+        self.app.hub.broker().close().await;
         deliveries.abort();
         Ok(())
     }

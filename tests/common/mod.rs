@@ -420,3 +420,19 @@ pub async fn h2_get(ca: &Ca, addr: SocketAddr, host: &str, path: &str) -> (Versi
     let (version, status) = (resp.version(), resp.status());
     (version, status, resp.into_body().collect().await.unwrap().to_bytes())
 }
+
+/// Whether RabbitMQ answers on 127.0.0.1:5672; with `CI=true` a missing
+/// RabbitMQ fails the test instead of skipping it.
+pub fn rabbit() -> bool {
+    let addr = "127.0.0.1:5672".parse().unwrap();
+    match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)) {
+        Ok(_) => true,
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("RabbitMQ is required in CI and is not reachable on {addr}: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: RabbitMQ is not reachable on {addr} ({e}); set CI=true to fail instead");
+            false
+        }
+    }
+}

@@ -149,6 +149,10 @@ impl Broker for AmqpBroker {
     fn ready(&self) -> watch::Receiver<bool> {
         self.shared.ready.subscribe()
     }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(AmqpBroker::close(self))
+    }
 }
 
 fn unavailable(why: impl Into<String>) -> BrokerError {

@@ -24,6 +24,9 @@ impl Broker for Recording {
     fn ready(&self) -> tokio::sync::watch::Receiver<bool> {
         tokio::sync::watch::Sender::new(true).subscribe()
     }
+    fn close(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 fn p(s: &str) -> Pattern {

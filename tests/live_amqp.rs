@@ -1,0 +1,199 @@
+//! The live hub over the real RabbitMQ: several olive nodes, and programs
+//! that publish with an ordinary AMQP client.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Olive, client, rabbit};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A node on `exchange` (one per test, so parallel tests stay apart).
+fn node_config(exchange: &str) -> String {
+    format!(
+        r#"
+[server]
+access_log = false
+
+[live]
+broker = "amqp"
+
+[live.amqp]
+exchange = "{exchange}"
+reconnect_min = "200ms"
+reconnect_max = "2s"
+
+[[listener]]
+name = "http"
+kind = "http"
+bind = "127.0.0.1:0"
+
+[[listener]]
+name = "admin"
+kind = "admin"
+bind = "127.0.0.1:0"
+
+[[route]]
+path = "/olive"
+live = {{}}
+"#
+    )
+}
+
+fn exchange(test: &str) -> String {
+    format!("olive.test.{test}.{:08x}", fastrand::u32(..))
+}
+
+async fn ready(olive: &Olive) {
+    let http = client();
+    for _ in 0..100 {
+        let resp = http.get(olive.url("admin", "/readyz")).send().await.unwrap();
+        if resp.status() == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("olive did not become ready (is RabbitMQ up?)");
+}
+
+async fn connect(olive: &Olive) -> Ws {
+    tokio_tungstenite::connect_async(format!("ws://{}/olive/ws", olive.addr("http"))).await.unwrap().0
+}
+
+async fn recv(ws: &mut Ws, within: Duration) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(within, ws.next()).await.ok()?? {
+            Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).unwrap()),
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+async fn subscribe(ws: &mut Ws, key: &str) {
+    ws.send(Message::text(json!({"type": "subscribe", "key": key}).to_string())).await.unwrap();
+    assert_eq!(recv(ws, Duration::from_secs(5)).await.unwrap()["type"], "subscribed");
+}
+
+/// The binding in RabbitMQ follows the subscribe asynchronously: publish
+/// probes through `publish` until one arrives.
+async fn until_bound<F, Fut>(ws: &mut Ws, publish: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for _ in 0..50 {
+        publish().await;
+        if let Some(msg) = recv(ws, Duration::from_millis(200)).await {
+            assert_eq!(msg["data"], "probe");
+            while recv(ws, Duration::from_millis(100)).await.is_some() {}
+            return;
+        }
+    }
+    panic!("the binding never took effect");
+}
+
+#[tokio::test]
+async fn a_publish_on_one_node_reaches_a_subscriber_on_another() {
+    if !rabbit() {
+        return;
+    }
+    let exchange = exchange("nodes");
+    let a = Olive::start(&node_config(&exchange)).await;
+    let b = Olive::start(&node_config(&exchange)).await;
+    ready(&a).await;
+    ready(&b).await;
+    let mut sub = connect(&a).await;
+    subscribe(&mut sub, "olive.notes.#").await;
+    let http = client();
+    let publish_url = b.url("admin", "/olive/publish");
+    let probe = || async {
+        let body = json!({"key": "olive.notes.note.0", "data": "probe"});
+        assert_eq!(http.post(&publish_url).json(&body).send().await.unwrap().status(), 202);
+    };
+    until_bound(&mut sub, probe).await;
+
+    // Through node B's websocket: acked after RabbitMQ confirmed it.
+    let mut publisher = connect(&b).await;
+    for i in 0..10 {
+        let frame = json!({"type": "publish", "key": "olive.notes.note.1", "data": {"n": i}, "ref": i});
+        publisher.send(Message::text(frame.to_string())).await.unwrap();
+    }
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let ack = recv(&mut publisher, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(ack["type"], "ack", "{ack}");
+        ids.push(ack["id"].as_str().unwrap().to_owned());
+    }
+    for i in 0..10 {
+        let msg = recv(&mut sub, Duration::from_secs(5)).await.expect("delivered through RabbitMQ");
+        assert_eq!(msg["key"], "olive.notes.note.1");
+        assert_eq!(msg["data"]["n"], i, "in publish order");
+        assert!(ids.contains(&msg["id"].as_str().unwrap().to_owned()));
+    }
+}
+
+#[tokio::test]
+async fn a_message_published_with_pika_reaches_a_websocket_subscriber() {
+    if !rabbit() {
+        return;
+    }
+    let Some(python) = python_with_pika() else { return };
+    let exchange = exchange("pika");
+    let olive = Olive::start(&node_config(&exchange)).await;
+    ready(&olive).await;
+    let mut sub = connect(&olive).await;
+    subscribe(&mut sub, "olive.notes.note.7").await;
+    let script = format!(
+        r#"
+import json, pika, sys
+conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+ch = conn.channel()
+ch.exchange_declare("{exchange}", exchange_type="topic", durable=True)
+body = json.dumps(sys.argv[1] if sys.argv[1] == "probe" else {{"comment": 42, "html": "<p>from Django</p>"}})
+props = pika.BasicProperties(content_type="application/json", message_id=(None if sys.argv[1] == "probe" else "django-42"))
+ch.basic_publish("{exchange}", "olive.notes.note.7", body, props)
+conn.close()
+"#
+    );
+    let run = |arg: &'static str| {
+        let (python, script) = (python.clone(), script.clone());
+        async move {
+            let status =
+                tokio::process::Command::new(&python).arg("-c").arg(&script).arg(arg).status().await.unwrap();
+            assert!(status.success());
+        }
+    };
+    until_bound(&mut sub, || run("probe")).await;
+    run("comment").await;
+    let msg = recv(&mut sub, Duration::from_secs(5)).await.expect("delivered");
+    assert_eq!(
+        msg,
+        json!({"type": "message", "key": "olive.notes.note.7", "id": "django-42",
+               "data": {"comment": 42, "html": "<p>from Django</p>"}})
+    );
+}
+
+/// The venv's Python with pika (scripts/test installs it); in CI its
+/// absence fails the test.
+fn python_with_pika() -> Option<std::path::PathBuf> {
+    let python = std::env::var_os("OLIVE_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import pika"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    match (ok, std::env::var("CI").as_deref() == Ok("true")) {
+        (true, _) => Some(python),
+        (false, true) => panic!("{} with pika is required in CI (run scripts/test)", python.display()),
+        (false, false) => {
+            eprintln!("skipped: no {} with pika (run scripts/test)", python.display());
+            None
+        }
+    }
+}
