@@ -20,6 +20,49 @@ async fn keep_alive_connections_are_reused() {
     assert!(up.connection_count() <= 2, "upstream saw {} connections for 50 requests", up.connection_count());
 }
 
+/// An upstream that closes every connection a moment after its first
+/// answer, as gunicorn does at its keep-alive timeout: olive's pooled
+/// connection goes stale while idle, and the next request, GET or POST,
+/// goes out once on a new connection.
+#[tokio::test]
+async fn pooled_connections_closed_by_the_upstream_are_replaced() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            });
+        }
+    });
+    let olive = Olive::start(&proxy_config(addr, "")).await;
+    let http = client();
+    for i in 0..6 {
+        let req =
+            if i % 2 == 0 { http.get(olive.url("http", "/")) } else { http.post(olive.url("http", "/")) };
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(resp.text().await.unwrap(), "ok");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 6);
+}
+
 #[tokio::test]
 async fn hop_by_hop_headers_are_removed_and_forwarding_set() {
     let up = Upstream::echo().await;

@@ -1,4 +1,6 @@
-//! Request bodies on their way upstream, and the response deadline.
+//! Request bodies on their way upstream; response bodies on their way
+//! back, with the total deadline and the return of the connection to its
+//! pool.
 //!
 //! Bodies up to `limits.body_buffer_bytes` are read completely before the
 //! upstream is contacted, as nginx does: a client trickling its upload ties
@@ -23,6 +25,7 @@ use http_body_util::{BodyExt, BodyStream, Limited, StreamBody};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use super::pool::Lease;
 use crate::body::{self, Body, BoxError};
 use crate::config::{Limits, OversizeBody};
 
@@ -124,21 +127,32 @@ async fn spool(head: Bytes, mut incoming: Incoming, max: u64) -> Result<Prepared
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that fails once the exchange's total time is spent,
-    /// so that an upstream trickling a response cannot hold a client
-    /// connection forever. hyper then resets the stream or closes the
-    /// connection, which is the only honest signal left once headers went out.
-    pub struct Deadline<B> {
+    /// A proxied response body. It returns its upstream connection to the
+    /// pool once read to its end (see [`super::pool`]), and fails once the
+    /// exchange's total time is spent, so that an upstream trickling a
+    /// response cannot hold a client connection forever: hyper then resets
+    /// the stream or closes the connection, which is the only honest signal
+    /// left once headers went out.
+    ///
+    /// The deadline's timer is armed only when the upstream makes the body
+    /// wait: a small response that has arrived whole, the common case,
+    /// never touches the timer wheel.
+    pub struct UpstreamBody<B> {
         #[pin]
         inner: B,
-        #[pin]
-        sleep: Sleep,
+        lease: Lease,
+        deadline: Instant,
+        sleep: Option<Pin<Box<Sleep>>>,
     }
 }
 
-impl<B> Deadline<B> {
-    pub fn new(inner: B, started: Instant, total: Duration) -> Self {
-        Self { inner, sleep: tokio::time::sleep_until(started + total) }
+impl<B: HttpBody> UpstreamBody<B> {
+    pub fn new(inner: B, mut lease: Lease, started: Instant, total: Duration) -> Self {
+        if inner.is_end_stream() {
+            // HEAD, 204, 304, empty bodies: hyper may never poll it.
+            lease.release();
+        }
+        Self { inner, lease, deadline: started + total, sleep: None }
     }
 }
 
@@ -146,7 +160,7 @@ impl<B> Deadline<B> {
 #[error("upstream response exceeded the total timeout")]
 pub struct TotalTimeout;
 
-impl<B> HttpBody for Deadline<B>
+impl<B> HttpBody for UpstreamBody<B>
 where
     B: HttpBody<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -158,11 +172,22 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+        let mut this = self.project();
+        if let Poll::Ready(frame) = this.inner.as_mut().poll_frame(cx) {
+            let ended = match &frame {
+                None => true,
+                Some(Ok(_)) => this.inner.is_end_stream(),
+                // The connection's state is unknown: the lease closes it.
+                Some(Err(_)) => false,
+            };
+            if ended {
+                this.lease.release();
+            }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        match this.sleep.poll(cx) {
+        let deadline = *this.deadline;
+        let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Some(Err(TotalTimeout.into()))),
             Poll::Pending => Poll::Pending,
         }

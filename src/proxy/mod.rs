@@ -10,6 +10,7 @@
 pub mod body;
 mod connect;
 pub mod headers;
+mod pool;
 pub mod tunnel;
 pub mod upstream;
 
@@ -89,14 +90,14 @@ pub(crate) fn upstream_head(parts: &mut http::request::Parts, client: &ClientInf
         parts.headers.insert(header::HOST, host);
     }
     parts.version = Version::HTTP_11;
-    // The pooled client wants absolute-form; it sends origin-form upstream.
-    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    parts.uri = Uri::builder()
-        .scheme("http")
-        .authority("upstream")
-        .path_and_query(path)
-        .build()
-        .unwrap_or_else(|_| Uri::from_static("http://upstream/"));
+    // The upstream gets origin-form; HTTP/2 clients' requests carry a
+    // scheme and authority, HTTP/1.1 ones (the common case) are kept as is.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        parts.uri = match parts.uri.path_and_query() {
+            Some(pq) => Uri::from(pq.clone()),
+            None => Uri::from_static("/"),
+        };
+    }
 }
 
 /// Forwards `req` to `upstream` and returns its response (streaming).
@@ -140,14 +141,14 @@ pub async fn forward(
             (Some(bytes), true) => Some(clone_head(&req, bytes)),
             _ => None,
         };
-        let sent = tokio::time::timeout(cfg.header_timeout, peer.client().request(req)).await;
+        let sent = tokio::time::timeout(cfg.header_timeout, peer.pool().send(req)).await;
         let result = match sent {
             Err(_) => Err(ProxyError::Timeout(upstream.name().to_owned())),
-            Ok(Ok(resp)) => {
+            Ok(Ok(exchange)) => {
                 upstream.record(peer, true);
-                Ok(resp)
+                Ok(exchange)
             }
-            Ok(Err(e)) if e.is_connect() => {
+            Ok(Err(pool::SendError::Connect(e))) => {
                 upstream.record(peer, false);
                 tracing::warn!(upstream = %upstream.name(), addr = %peer.addr, error = %e, "upstream connect failed");
                 if spare.is_some() {
@@ -160,11 +161,12 @@ pub async fn forward(
                 Err(ProxyError::Upstream { upstream: upstream.name().to_owned(), source: e.into() })
             }
         };
-        break result.map(|resp| {
+        break result.map(|(resp, lease)| {
             let (mut parts, incoming) = resp.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers, false);
             parts.extensions.insert(UpstreamAddrUsed(peer.label.clone()));
-            let body = crate::body::boxed(body::Deadline::new(incoming, started, cfg.total_timeout));
+            let body = body::UpstreamBody::new(incoming, lease, started, cfg.total_timeout);
+            let body = crate::body::boxed(body);
             Response::from_parts(parts, body)
         });
     }

@@ -1,4 +1,5 @@
-//! An upstream: its addresses, a keep-alive connection pool for each, the
+//! An upstream: its addresses, a keep-alive connection pool for each
+//! ([`super::pool`], one per worker), the
 //! round-robin choice between them, and passive health.
 //!
 //! Passive health works like nginx's `max_fails` / `fail_timeout`: after
@@ -11,14 +12,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-
 use super::connect::Connector;
-use crate::body::Body;
+use super::pool::Pool;
 use crate::config::{self, UpstreamAddr};
-
-pub type PoolClient = Client<Connector, Body>;
 
 #[derive(Debug)]
 pub struct Upstream {
@@ -34,7 +30,7 @@ pub struct Peer {
     pub label: std::sync::Arc<str>,
     /// One pool per worker thread, so that a pooled connection is always
     /// driven by the thread that uses it.
-    clients: Vec<PoolClient>,
+    pools: Vec<std::sync::Arc<Pool>>,
     pub connector: Connector,
     health: Mutex<Health>,
 }
@@ -53,22 +49,13 @@ impl Upstream {
             .iter()
             .map(|addr| {
                 let connector = Connector::new(addr.clone(), config.connect_timeout);
-                let clients = (0..workers.max(1))
-                    .map(|_| {
-                        Client::builder(TokioExecutor::new())
-                            .pool_idle_timeout(config.pool_idle_timeout)
-                            .pool_max_idle_per_host(config.pool_max_idle)
-                            .pool_timer(TokioTimer::new())
-                            .timer(TokioTimer::new())
-                            // olive sets Host itself (preserved from the client).
-                            .set_host(false)
-                            .build(connector.clone())
-                    })
+                let pools = (0..workers.max(1))
+                    .map(|_| Pool::new(connector.clone(), config.pool_idle_timeout, config.pool_max_idle))
                     .collect();
                 Peer {
                     addr: addr.clone(),
                     label: addr.to_string().into(),
-                    clients,
+                    pools,
                     connector,
                     health: Mutex::default(),
                 }
@@ -129,9 +116,9 @@ impl Upstream {
 
 impl Peer {
     /// The pool of the calling worker thread.
-    pub fn client(&self) -> &PoolClient {
+    pub fn pool(&self) -> &std::sync::Arc<Pool> {
         let worker = crate::edge::workers::current();
-        &self.clients[worker % self.clients.len()]
+        &self.pools[worker % self.pools.len()]
     }
 
     fn ejected_until(&self, now: Instant) -> Option<Instant> {
