@@ -277,6 +277,11 @@ impl Validator<'_> {
                 }
             },
         };
+        if raw.live.history_size >= raw.live.outbound_queue {
+            // A full replay must fit in the queue with room for live
+            // messages, or every resuming client would be cut off.
+            self.error("live.history_size", "must be smaller than live.outbound_queue");
+        }
         Config {
             source: source.to_owned(),
             server,
@@ -469,6 +474,14 @@ impl Validator<'_> {
             })));
         }
         if let Some(l) = r.live {
+            if let Some(url) = &l.recovery_url {
+                let ok = url
+                    .parse::<http::Uri>()
+                    .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
+                if !ok {
+                    self.error(field("live.recovery_url"), format!("{url:?} is not an absolute http:// URL"));
+                }
+            }
             actions.push(Some(Action::Live { recovery_url: l.recovery_url }));
         }
         if actions.len() != 1 {

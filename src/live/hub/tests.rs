@@ -43,7 +43,7 @@ fn message(key: &str, id: &str) -> Message {
 fn running_hub() -> (Arc<Hub>, Arc<MemoryBroker>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let broker = Arc::new(MemoryBroker::new(tx));
-    let (hub, inboxes) = Hub::new(broker.clone(), 1);
+    let (hub, inboxes) = Hub::new(broker.clone(), 1, limits());
     tokio::spawn(hub.clone().run_deliveries(rx));
     for inbox in inboxes {
         tokio::spawn(hub.clone().run_shard(inbox));
@@ -54,7 +54,7 @@ fn running_hub() -> (Arc<Hub>, Arc<MemoryBroker>) {
 async fn next(out: &mut Outbound) -> String {
     let frame =
         tokio::time::timeout(std::time::Duration::from_secs(1), out.frames.recv()).await.unwrap().unwrap();
-    frame.as_str().to_owned()
+    frame.text.as_str().to_owned()
 }
 
 #[tokio::test]
@@ -102,7 +102,7 @@ async fn a_slow_consumer_is_kicked_and_others_keep_receiving() {
 #[tokio::test]
 async fn interest_is_reference_counted_across_connections() {
     let broker = Arc::new(Recording::default());
-    let (hub, _inboxes) = Hub::new(broker.clone(), 2);
+    let (hub, _inboxes) = Hub::new(broker.clone(), 2, limits());
     let (mut a, _a_out) = hub.connect(8);
     let (mut b, _b_out) = hub.connect(8);
     a.subscribe(p("olive.x.y.1"), 10).unwrap();
@@ -122,7 +122,7 @@ async fn interest_is_reference_counted_across_connections() {
 #[tokio::test]
 async fn subscriptions_per_connection_are_capped() {
     let broker = Arc::new(Recording::default());
-    let (hub, _inboxes) = Hub::new(broker, 1);
+    let (hub, _inboxes) = Hub::new(broker, 1, limits());
     let (mut a, _a_out) = hub.connect(8);
     a.subscribe(p("olive.a.b.1"), 2).unwrap();
     a.subscribe(p("olive.a.b.2"), 2).unwrap();
@@ -134,4 +134,8 @@ fn non_json_data_is_not_delivered() {
     let mut m = message("olive.a.b.1", "x");
     m.data = Bytes::from_static(b"{not json");
     assert!(encode(&m).is_none());
+}
+
+fn limits() -> crate::live::history::Limits {
+    crate::live::history::Limits { size: 10, ttl: std::time::Duration::from_secs(60), max_keys: 100 }
 }
