@@ -277,11 +277,6 @@ impl Validator<'_> {
                 }
             },
         };
-        if raw.live.history_size >= raw.live.outbound_queue {
-            // A full replay must fit in the queue with room for live
-            // messages, or every resuming client would be cut off.
-            self.error("live.history_size", "must be smaller than live.outbound_queue");
-        }
         Config {
             source: source.to_owned(),
             server,

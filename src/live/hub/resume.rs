@@ -76,10 +76,16 @@ impl Connection {
         }
         let resumed = {
             let mut reg = self.shard.registry.lock().unwrap_or_else(|e| e.into_inner());
-            let (recovery, last_seq) = {
+            let (mut recovery, last_seq) = {
                 let mut history = self.hub.history();
                 (history.since(&pattern, since, Instant::now()), history.last_seq())
             };
+            // A replay the queue cannot take whole is a gap, not a reason
+            // to cut the client off as a slow consumer.
+            let room = reg.outlets.get(&self.id).map_or(0, |o| o.queue.capacity());
+            if matches!(&recovery, Recovery::Full(entries) if entries.len() >= room) {
+                recovery = Recovery::Gap;
+            }
             match recovery {
                 Recovery::Full(entries) => {
                     reg.add(&pattern, Sub { conn: self.id, after: last_seq });
