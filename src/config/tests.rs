@@ -136,3 +136,15 @@ fn the_dev_config_is_valid() {
     let binds: Vec<String> = config.listeners.iter().map(|l| l.bind.to_string()).collect();
     assert_eq!(binds, ["127.0.0.1:8080", "127.0.0.1:8443", "127.0.0.1:9090"]);
 }
+
+#[test]
+fn recovery_url_must_be_absolute_http() {
+    for url in ["/olive/recover/", "https://example.com/recover/", "not a url"] {
+        let text = format!("{MINIMAL}\n[[route]]\npath = \"/olive\"\nlive.recovery_url = \"{url}\"\n");
+        assert_eq!(fields(&text), ["route[1].live.recovery_url"], "{url}");
+    }
+    let ok = format!(
+        "{MINIMAL}\n[[route]]\npath = \"/olive\"\nlive.recovery_url = \"http://127.0.0.1:8000/r/\"\n"
+    );
+    assert!(parse(&ok).is_ok());
+}
