@@ -311,7 +311,8 @@ pub struct Route {
 #[serde(deny_unknown_fields)]
 pub struct LiveRoute {
     /// Asked `GET {recovery_url}?key=K&since=ID` when the history cannot
-    /// cover a reconnect gap (the Django package serves it).
+    /// cover a reconnect gap (the Django package serves it). An absolute
+    /// `http://` URL, e.g. `http://127.0.0.1:8000/olive/recover/`.
     pub recovery_url: Option<String>,
 }
 
@@ -337,6 +338,26 @@ pub const DEFAULT_WS_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_WS_READ_BUFFER: usize = 4 * 1024;
 /// Invalid frames a connection may send before it is closed with 1008.
 pub const DEFAULT_MAX_INVALID_FRAMES: u32 = 10;
+/// Messages kept per key for resume. A reconnect after a network blip
+/// misses seconds of a conversation, rarely more than a few dozen
+/// comments; 100 frames of a few hundred bytes is ~30 KiB per busy key.
+pub const DEFAULT_HISTORY_SIZE: usize = 100;
+/// How long a kept message stays resumable. Long enough for a laptop lid
+/// or a train tunnel; past it the upstream (tier 2) or a reload is the
+/// better source.
+pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(5 * 60);
+/// Keys with a history at most (least recently written evicted first):
+/// 10k busy keys at ~30 KiB is the worst case of ~300 MiB, and in practice
+/// most rings hold a handful of messages.
+pub const DEFAULT_HISTORY_MAX_KEYS: usize = 10_000;
+/// SSE heartbeat comment interval: proxies and load balancers commonly
+/// close HTTP responses idle for 30-60s.
+pub const DEFAULT_SSE_HEARTBEAT: Duration = Duration::from_secs(15);
+/// Budget for one recovery request to the upstream; the subscription's
+/// live messages wait meanwhile, so it is short.
+pub const DEFAULT_RECOVERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest recovery answer read: a gap's worth of comments, not a dump.
+pub const DEFAULT_RECOVERY_MAX_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -353,6 +374,15 @@ pub struct Live {
     pub max_invalid_frames: u32,
     /// RabbitMQ settings, used when `broker = "amqp"`.
     pub amqp: LiveAmqp,
+    pub history_size: usize,
+    #[serde(with = "humantime_serde")]
+    pub history_ttl: Duration,
+    pub history_max_keys: usize,
+    #[serde(with = "humantime_serde")]
+    pub sse_heartbeat: Duration,
+    #[serde(with = "humantime_serde")]
+    pub recovery_timeout: Duration,
+    pub recovery_max_bytes: usize,
 }
 
 impl Default for Live {
@@ -367,6 +397,12 @@ impl Default for Live {
             read_buffer_bytes: DEFAULT_WS_READ_BUFFER,
             max_invalid_frames: DEFAULT_MAX_INVALID_FRAMES,
             amqp: LiveAmqp::default(),
+            history_size: DEFAULT_HISTORY_SIZE,
+            history_ttl: DEFAULT_HISTORY_TTL,
+            history_max_keys: DEFAULT_HISTORY_MAX_KEYS,
+            sse_heartbeat: DEFAULT_SSE_HEARTBEAT,
+            recovery_timeout: DEFAULT_RECOVERY_TIMEOUT,
+            recovery_max_bytes: DEFAULT_RECOVERY_MAX_BYTES,
         }
     }
 }

@@ -489,6 +489,14 @@ impl Validator<'_> {
             })));
         }
         if let Some(l) = r.live {
+            if let Some(url) = &l.recovery_url {
+                let ok = url
+                    .parse::<http::Uri>()
+                    .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
+                if !ok {
+                    self.error(field("live.recovery_url"), format!("{url:?} is not an absolute http:// URL"));
+                }
+            }
             actions.push(Some(Action::Live { recovery_url: l.recovery_url }));
         }
         if actions.len() != 1 {

@@ -220,3 +220,15 @@ fn amqp_errors_name_their_fields() {
 fn fields_of_env(text: &str) -> Vec<String> {
     errors_of(parse_env(text, &[("X", "amqp://h")])).into_iter().map(|(f, _)| f).collect()
 }
+
+#[test]
+fn recovery_url_must_be_absolute_http() {
+    for url in ["/olive/recover/", "https://example.com/recover/", "not a url"] {
+        let text = format!("{MINIMAL}\n[[route]]\npath = \"/olive\"\nlive.recovery_url = \"{url}\"\n");
+        assert_eq!(fields(&text), ["route[1].live.recovery_url"], "{url}");
+    }
+    let ok = format!(
+        "{MINIMAL}\n[[route]]\npath = \"/olive\"\nlive.recovery_url = \"http://127.0.0.1:8000/r/\"\n"
+    );
+    assert!(parse(&ok).is_ok());
+}

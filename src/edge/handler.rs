@@ -19,7 +19,9 @@ use crate::broker::memory::MemoryBroker;
 use crate::broker::{Broker, Message};
 use crate::config::BrokerKind;
 use crate::config::{Action, Config, ListenerKind};
+use crate::live::history;
 use crate::live::hub::{Hub, ShardInbox};
+use crate::live::recover::{Recoverer, Target};
 use crate::ops::access::{self, AccessLog};
 use crate::proxy::{self, ClientInfo, ProxyError, Upstream, tunnel};
 use crate::router::{Decision, Router};
@@ -35,6 +37,8 @@ pub struct App {
     pub workers: usize,
     /// The live hub (websocket and SSE subscriptions, publishing).
     pub hub: Arc<Hub>,
+    /// Asks upstreams to fill reconnect gaps the history cannot.
+    pub recoverer: Arc<Recoverer>,
     /// Cancelled when olive starts draining: tunnels and live sessions close.
     pub shutdown: CancellationToken,
     /// Upgraded connections (tunnels, live sessions), which hyper no longer
@@ -53,9 +57,16 @@ impl App {
             (BrokerKind::Amqp, Some(amqp)) => AmqpBroker::start(amqp.clone(), deliveries_tx),
             _ => Arc::new(MemoryBroker::new(deliveries_tx)),
         };
-        let (hub, shards) = Hub::new(broker, workers);
+        let live = &config.live;
+        let history = history::Limits {
+            size: live.history_size,
+            ttl: live.history_ttl,
+            max_keys: live.history_max_keys,
+        };
+        let (hub, shards) = Hub::new(broker, workers, history);
+        let recoverer = Arc::new(Recoverer::new(live.recovery_timeout, live.recovery_max_bytes));
         let sessions = tokio_util::task::TaskTracker::new();
-        let app = App { config, router, upstreams, workers, hub, shutdown, sessions };
+        let app = App { config, router, upstreams, workers, hub, recoverer, shutdown, sessions };
         (app, HubTasks { deliveries, shards })
     }
 }
@@ -150,7 +161,10 @@ async fn dispatch(app: &App, conn: &Conn, req: Request<Incoming>, client: &Clien
     };
     let limits = &app.config.limits;
     let result = match &route.0.action {
-        Action::Live { .. } => {
+        Action::Live { recovery_url } => {
+            let recovery = recovery_url
+                .as_ref()
+                .map(|url| Target { recoverer: app.recoverer.clone(), url: url.clone() });
             return match route.1.as_str() {
                 "/ws" => crate::live::ws::upgrade(
                     &app.hub,
@@ -158,7 +172,12 @@ async fn dispatch(app: &App, conn: &Conn, req: Request<Incoming>, client: &Clien
                     req,
                     app.shutdown.clone(),
                     &app.sessions,
+                    recovery,
                 ),
+                "/sse" => {
+                    crate::live::sse::serve(&app.hub, &app.config.live, req, app.shutdown.clone(), recovery)
+                        .await
+                }
                 _ => text(StatusCode::NOT_FOUND, "not found\n"),
             };
         }

@@ -12,6 +12,10 @@
 //! The hub also counts, across shards, how many local subscriptions want
 //! each pattern, and binds it in the broker on the first and unbinds it
 //! after the last.
+//!
+//! Every delivery is recorded once in the [`History`] before fan-out, so
+//! that a subscribe with `since` can replay what the client missed
+//! ([`resume`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,8 +23,10 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::history::{self, History};
 use super::key::{Key, Pattern};
 use super::protocol;
 use crate::broker::{Broker, Message};
@@ -35,25 +41,54 @@ pub enum Kick {
     SlowConsumer,
 }
 
-/// The sending side of a connection, as the registry holds it.
-struct Outlet {
-    queue: mpsc::Sender<Utf8Bytes>,
-    kick: Option<oneshot::Sender<Kick>>,
+/// One frame for a client: a `message` frame carries its message id (SSE
+/// sends it as the event's `id:`), the connection's own frames none.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub id: Option<Arc<str>>,
+    pub text: Utf8Bytes,
 }
 
-/// A message ready for fan-out: its key and the `message` frame, encoded
-/// once and shared by every receiver.
+/// The sending side of a connection, as the registry holds it.
+struct Outlet {
+    queue: mpsc::Sender<Outgoing>,
+    kick: Option<oneshot::Sender<Kick>>,
+    /// While an upstream recovery is pending for this connection, its
+    /// deliveries wait here (bounded by the queue's capacity), so that the
+    /// recovered messages go out first.
+    held: Option<Vec<Delivery>>,
+}
+
+/// A message ready for fan-out: its key, id, delivery order and the
+/// `message` frame, encoded once and shared by every receiver.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub key: Key,
+    pub id: Arc<str>,
+    /// Node-local delivery order, from the history.
+    pub seq: u64,
     pub frame: Utf8Bytes,
+}
+
+impl Delivery {
+    fn outgoing(&self) -> Outgoing {
+        Outgoing { id: Some(self.id.clone()), text: self.frame.clone() }
+    }
+}
+
+/// One subscription in the registry: deliveries up to `after` (a seq) are
+/// not for it, because a replay already covered them.
+#[derive(Debug, Clone, Copy)]
+struct Sub {
+    conn: ConnId,
+    after: u64,
 }
 
 #[derive(Default)]
 struct Registry {
     outlets: HashMap<ConnId, Outlet>,
-    exact: HashMap<Key, Vec<ConnId>>,
-    patterns: Vec<(Pattern, ConnId)>,
+    exact: HashMap<Key, Vec<Sub>>,
+    patterns: Vec<(Pattern, Sub)>,
 }
 
 /// The subscriptions of one worker's connections.
@@ -74,6 +109,7 @@ pub struct Hub {
     broker: Arc<dyn Broker>,
     shards: Vec<Arc<Shard>>,
     interest: Mutex<HashMap<Pattern, usize>>,
+    history: Mutex<History>,
     next_conn: AtomicU64,
     pub stats: Stats,
 }
@@ -82,9 +118,13 @@ pub struct Hub {
 pub struct ShardInbox(pub usize, pub mpsc::UnboundedReceiver<Delivery>);
 
 impl Hub {
-    /// A hub with `workers` shards over `broker`. The shard inboxes must be
-    /// handed to [`Hub::run_shard`] on their workers.
-    pub fn new(broker: Arc<dyn Broker>, workers: usize) -> (Arc<Hub>, Vec<ShardInbox>) {
+    /// A hub with `workers` shards over `broker`, keeping `history`. The
+    /// shard inboxes must be handed to [`Hub::run_shard`] on their workers.
+    pub fn new(
+        broker: Arc<dyn Broker>,
+        workers: usize,
+        history: history::Limits,
+    ) -> (Arc<Hub>, Vec<ShardInbox>) {
         let mut shards = Vec::new();
         let mut inboxes = Vec::new();
         for i in 0..workers.max(1) {
@@ -96,6 +136,7 @@ impl Hub {
             broker,
             shards,
             interest: Mutex::default(),
+            history: Mutex::new(History::new(history)),
             next_conn: AtomicU64::new(1),
             stats: Stats::default(),
         };
@@ -107,13 +148,18 @@ impl Hub {
     }
 
     /// Reads the broker's deliveries until the channel closes, encoding
-    /// each message once and passing it to every shard.
+    /// each message once, recording it in the history and passing it to
+    /// every shard. Recording before fan-out, in this one task, is what
+    /// [`resume`] relies on: a message is in the history before any shard
+    /// can see it.
     pub async fn run_deliveries(self: Arc<Self>, mut deliveries: mpsc::UnboundedReceiver<Message>) {
         while let Some(message) = deliveries.recv().await {
-            let Some(delivery) = encode(&message) else {
+            let Some(frame) = encode(&message) else {
                 tracing::warn!(key = %message.key, id = %message.id, "dropped a message whose data is not JSON");
                 continue;
             };
+            let seq = self.history().record(&message.key, message.id.clone(), frame.clone(), Instant::now());
+            let delivery = Delivery { key: message.key, id: message.id, seq, frame };
             for shard in &self.shards {
                 let _ = shard.inbox.send(delivery.clone());
             }
@@ -131,11 +177,16 @@ impl Hub {
             {
                 let mut reg = shard.registry.lock().unwrap_or_else(|e| e.into_inner());
                 targets.clear();
-                if let Some(ids) = reg.exact.get(&delivery.key) {
-                    targets.extend_from_slice(ids);
+                let fresh = |sub: &Sub| delivery.seq > sub.after;
+                if let Some(subs) = reg.exact.get(&delivery.key) {
+                    targets.extend(subs.iter().filter(|s| fresh(s)).map(|s| s.conn));
                 }
-                targets
-                    .extend(reg.patterns.iter().filter(|(p, _)| p.matches(&delivery.key)).map(|(_, id)| *id));
+                targets.extend(
+                    reg.patterns
+                        .iter()
+                        .filter(|(p, s)| fresh(s) && p.matches(&delivery.key))
+                        .map(|(_, s)| s.conn),
+                );
                 if targets.len() > 1 {
                     // One copy per connection, even when several of its
                     // subscriptions match.
@@ -144,19 +195,12 @@ impl Hub {
                 }
                 for id in &targets {
                     let Some(outlet) = reg.outlets.get_mut(id) else { continue };
-                    match outlet.queue.try_send(delivery.frame.clone()) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => kicked.push(*id),
-                        // The connection is closing; it unregisters itself.
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    if !outlet.offer(&delivery) {
+                        kicked.push(*id);
                     }
                 }
                 for id in &kicked {
-                    // Out of the fan-out at once; its subscriptions go when
-                    // the connection drops.
-                    if let Some(kick) = reg.outlets.remove(id).and_then(|o| o.kick) {
-                        let _ = kick.send(Kick::SlowConsumer);
-                    }
+                    reg.kick(*id);
                 }
             }
             let delivered = (targets.len() - kicked.len()) as u64;
@@ -178,7 +222,7 @@ impl Hub {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .outlets
-            .insert(id, Outlet { queue: tx.clone(), kick: Some(kick_tx) });
+            .insert(id, Outlet { queue: tx.clone(), kick: Some(kick_tx), held: None });
         let conn = Connection { hub: self.clone(), shard, id, subscriptions: Vec::new(), queue: tx };
         (conn, Outbound { frames: rx, kicked: kick_rx })
     }
@@ -198,9 +242,16 @@ impl Hub {
             *count -= 1;
             if *count == 0 {
                 interest.remove(pattern);
+                // From here on this node misses messages on the pattern:
+                // its history can no longer vouch for what came before.
+                self.history().forget(pattern);
                 self.broker.unbind(pattern);
             }
         }
+    }
+
+    fn history(&self) -> std::sync::MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Patterns bound in the broker, with their local subscription counts.
@@ -211,12 +262,22 @@ impl Hub {
 }
 
 /// Encodes a message's `message` frame once for every receiver.
-pub fn encode(message: &Message) -> Option<Delivery> {
+///
+/// Line breaks in the data become spaces: outside strings they are only
+/// whitespace (JSON strings cannot hold them raw), and a frame on one line
+/// is one SSE `data:` line.
+pub fn encode(message: &Message) -> Option<Utf8Bytes> {
     let text = std::str::from_utf8(&message.data).ok()?;
+    let flat;
+    let text = if text.contains(['\n', '\r']) {
+        flat = text.replace(['\n', '\r'], " ");
+        flat.as_str()
+    } else {
+        text
+    };
     let data: &serde_json::value::RawValue = serde_json::from_str(text).ok()?;
     let frame = protocol::message(message.key.as_str(), &message.id, data, message.from.as_ref());
-    let frame = Utf8Bytes::try_from(frame).ok()?;
-    Some(Delivery { key: message.key.clone(), frame })
+    Utf8Bytes::try_from(frame).ok()
 }
 
 /// One client connection's membership in the hub. Dropping it removes
@@ -228,13 +289,13 @@ pub struct Connection {
     subscriptions: Vec<Pattern>,
     /// For frames the connection sends itself (acks, errors), in order with
     /// deliveries.
-    pub queue: mpsc::Sender<Utf8Bytes>,
+    pub queue: mpsc::Sender<Outgoing>,
 }
 
 /// The writing side of a connection: what to send to the client, and the
 /// hub's notice that the client is too slow to keep.
 pub struct Outbound {
-    pub frames: mpsc::Receiver<Utf8Bytes>,
+    pub frames: mpsc::Receiver<Outgoing>,
     pub kicked: oneshot::Receiver<Kick>,
 }
 
@@ -263,10 +324,7 @@ impl Connection {
         }
         {
             let mut reg = self.shard.registry.lock().unwrap_or_else(|e| e.into_inner());
-            match pattern.is_exact() {
-                Some(key) => reg.exact.entry(key).or_default().push(self.id),
-                None => reg.patterns.push((pattern.clone(), self.id)),
-            }
+            reg.add(&pattern, Sub { conn: self.id, after: 0 });
         }
         self.hub.add_interest(&pattern);
         self.subscriptions.push(pattern);
@@ -286,24 +344,62 @@ impl Connection {
     /// `false` when the queue is full: the client is not reading.
     pub fn send(&self, frame: Bytes) -> bool {
         match Utf8Bytes::try_from(frame) {
-            Ok(text) => self.queue.try_send(text).is_ok(),
+            Ok(text) => self.queue.try_send(Outgoing { id: None, text }).is_ok(),
             Err(_) => true,
         }
     }
 }
 
+impl Outlet {
+    /// Queues (or holds) a delivery; `false` when the client is too slow.
+    fn offer(&mut self, delivery: &Delivery) -> bool {
+        if let Some(held) = &mut self.held {
+            if held.len() >= self.queue.max_capacity() {
+                return false;
+            }
+            held.push(delivery.clone());
+            return true;
+        }
+        self.push(delivery.outgoing())
+    }
+
+    fn push(&self, frame: Outgoing) -> bool {
+        match self.queue.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => false,
+            // The connection is closing; it unregisters itself.
+            Err(mpsc::error::TrySendError::Closed(_)) => true,
+        }
+    }
+}
+
 impl Registry {
+    fn add(&mut self, pattern: &Pattern, sub: Sub) {
+        match pattern.is_exact() {
+            Some(key) => self.exact.entry(key).or_default().push(sub),
+            None => self.patterns.push((pattern.clone(), sub)),
+        }
+    }
+
     fn remove(&mut self, id: ConnId, pattern: &Pattern) {
         match pattern.is_exact() {
             Some(key) => {
-                if let Some(ids) = self.exact.get_mut(&key) {
-                    ids.retain(|&c| c != id);
-                    if ids.is_empty() {
+                if let Some(subs) = self.exact.get_mut(&key) {
+                    subs.retain(|s| s.conn != id);
+                    if subs.is_empty() {
                         self.exact.remove(&key);
                     }
                 }
             }
-            None => self.patterns.retain(|(p, c)| !(*c == id && p == pattern)),
+            None => self.patterns.retain(|(p, s)| !(s.conn == id && p == pattern)),
+        }
+    }
+
+    /// Takes a slow consumer out of the fan-out at once and tells it to
+    /// close; its subscriptions go when the connection drops.
+    fn kick(&mut self, id: ConnId) {
+        if let Some(kick) = self.outlets.remove(&id).and_then(|o| o.kick) {
+            let _ = kick.send(Kick::SlowConsumer);
         }
     }
 }
@@ -323,5 +419,6 @@ impl Drop for Connection {
     }
 }
 
+pub mod resume;
 #[cfg(test)]
 mod tests;

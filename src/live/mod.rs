@@ -1,18 +1,25 @@
 //! The live hub: browsers subscribe to object keys over websockets (or SSE)
 //! and receive what is published on them through the broker.
 //!
-//! So far only its pure foundation:
+//! Its parts:
 //! - [`key`]: object keys, AMQP topic patterns, matching and the pattern
 //!   containment that grants are checked with;
 //! - [`id`]: message ids, unique across nodes and ordered by time;
 //! - [`protocol`]: the JSON frames of wire protocol v1;
 //! - [`hub`]: local subscriptions, broker interest and fan-out;
+//! - [`history`]: recent messages per key, for resume (recovery tier 1);
+//! - [`recover`]: asking the upstream to fill a gap (recovery tier 2);
 //! - [`ws`]: the websocket endpoint;
+//! - [`sse`]: the Server-Sent Events endpoint, for clients without
+//!   websockets;
 //! - [`publish`]: `POST /olive/publish` for backends.
 
+pub mod history;
 pub mod hub;
 pub mod id;
 pub mod key;
 pub mod protocol;
 pub mod publish;
+pub mod recover;
+pub mod sse;
 pub mod ws;

@@ -25,9 +25,10 @@ use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::hub::{Connection, Hub, Kick, Outbound, SubscribeError};
+use super::hub::{Connection, Hub, Kick, Outbound, Outgoing, SubscribeError};
 use super::id::MessageId;
 use super::protocol::{self, ClientFrame, ErrorCode};
+use super::recover::{self, Target};
 use crate::body::{self, Body};
 use crate::broker::Message;
 use crate::config::Live;
@@ -42,6 +43,7 @@ pub fn upgrade(
     mut req: Request<Incoming>,
     shutdown: CancellationToken,
     sessions: &TaskTracker,
+    recovery: Option<Target>,
 ) -> Response<Body> {
     let headers = req.headers();
     let is_upgrade = req.method() == Method::GET
@@ -71,7 +73,7 @@ pub fn upgrade(
             .max_message_size(Some(config.max_frame_bytes.saturating_mul(4)))
             .max_frame_size(Some(config.max_frame_bytes.saturating_mul(4)));
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
-        session(ws, hub, config, shutdown).await;
+        session(ws, hub, config, shutdown, recovery).await;
     });
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -93,8 +95,13 @@ fn close(code: CloseCode, reason: &'static str) -> WsMessage {
     WsMessage::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
 }
 
-async fn session<S>(ws: WebSocketStream<S>, hub: Arc<Hub>, config: Live, shutdown: CancellationToken)
-where
+async fn session<S>(
+    ws: WebSocketStream<S>,
+    hub: Arc<Hub>,
+    config: Live,
+    shutdown: CancellationToken,
+    recovery: Option<Target>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut stream) = ws.split();
@@ -111,11 +118,11 @@ where
             tokio::select! {
                 frame = outbound.recv() => {
                     let Some(frame) = frame else { break None };
-                    if sink.feed(WsMessage::Text(frame)).await.is_err() { break None }
+                    if sink.feed(WsMessage::Text(frame.text)).await.is_err() { break None }
                     let mut batch = 1;
                     while batch < WRITE_BATCH {
                         let Ok(frame) = outbound.try_recv() else { break };
-                        if sink.feed(WsMessage::Text(frame)).await.is_err() { break }
+                        if sink.feed(WsMessage::Text(frame.text)).await.is_err() { break }
                         batch += 1;
                     }
                     if sink.flush().await.is_err() { break None }
@@ -164,7 +171,7 @@ where
             invalid += 1;
             let message = format!("frame larger than {} bytes", config.max_frame_bytes);
             conn.send(protocol::error(None, ErrorCode::TooLarge, &message));
-        } else if let Err(()) = handle(&hub, &mut conn, &config, &text) {
+        } else if let Err(()) = handle(&hub, &mut conn, &config, &text, recovery.as_ref()).await {
             invalid += 1;
         }
         if invalid > config.max_invalid_frames {
@@ -178,7 +185,17 @@ where
 }
 
 /// Acts on one text frame. `Err` when the frame was invalid.
-fn handle(hub: &Arc<Hub>, conn: &mut Connection, config: &Live, text: &str) -> Result<(), ()> {
+///
+/// A subscribe with `since` may wait for the upstream (tier 2 recovery);
+/// the reader reads nothing else meanwhile, which keeps one connection's
+/// subscribes in order and bounds it to one recovery at a time.
+async fn handle(
+    hub: &Arc<Hub>,
+    conn: &mut Connection,
+    config: &Live,
+    text: &str,
+    recovery: Option<&Target>,
+) -> Result<(), ()> {
     let frame = match ClientFrame::parse(text) {
         Ok(frame) => frame,
         Err(e) => {
@@ -187,12 +204,13 @@ fn handle(hub: &Arc<Hub>, conn: &mut Connection, config: &Live, text: &str) -> R
         }
     };
     match frame {
-        ClientFrame::Subscribe { key, since: _ } => match conn
-            .subscribe(key.clone(), config.max_subscriptions)
-        {
-            Ok(_) => {
+        ClientFrame::Subscribe { key, since } => match match since {
+            Some(since) => recover::subscribe(conn, key, &since, config.max_subscriptions, recovery).await,
+            None => conn.subscribe(key.clone(), config.max_subscriptions).map(|_| {
                 conn.send(protocol::subscribed(key.as_str(), false));
-            }
+            }),
+        } {
+            Ok(()) => {}
             Err(SubscribeError::TooMany) => {
                 let message = format!("at most {} subscriptions per connection", config.max_subscriptions);
                 conn.send(protocol::error(None, ErrorCode::TooLarge, &message));
@@ -216,7 +234,7 @@ fn handle(hub: &Arc<Hub>, conn: &mut Connection, config: &Live, text: &str) -> R
                     Err(e) => protocol::error(reference.as_deref(), ErrorCode::Unavailable, &e.to_string()),
                 };
                 if let Ok(text) = Utf8Bytes::try_from(reply) {
-                    let _ = queue.send(text).await;
+                    let _ = queue.send(Outgoing { id: None, text }).await;
                 }
             });
         }

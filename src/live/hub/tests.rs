@@ -46,7 +46,7 @@ fn message(key: &str, id: &str) -> Message {
 fn running_hub() -> (Arc<Hub>, Arc<MemoryBroker>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let broker = Arc::new(MemoryBroker::new(tx));
-    let (hub, inboxes) = Hub::new(broker.clone(), 1);
+    let (hub, inboxes) = Hub::new(broker.clone(), 1, limits());
     tokio::spawn(hub.clone().run_deliveries(rx));
     for inbox in inboxes {
         tokio::spawn(hub.clone().run_shard(inbox));
@@ -57,7 +57,7 @@ fn running_hub() -> (Arc<Hub>, Arc<MemoryBroker>) {
 async fn next(out: &mut Outbound) -> String {
     let frame =
         tokio::time::timeout(std::time::Duration::from_secs(1), out.frames.recv()).await.unwrap().unwrap();
-    frame.as_str().to_owned()
+    frame.text.as_str().to_owned()
 }
 
 #[tokio::test]
@@ -105,7 +105,7 @@ async fn a_slow_consumer_is_kicked_and_others_keep_receiving() {
 #[tokio::test]
 async fn interest_is_reference_counted_across_connections() {
     let broker = Arc::new(Recording::default());
-    let (hub, _inboxes) = Hub::new(broker.clone(), 2);
+    let (hub, _inboxes) = Hub::new(broker.clone(), 2, limits());
     let (mut a, _a_out) = hub.connect(8);
     let (mut b, _b_out) = hub.connect(8);
     a.subscribe(p("olive.x.y.1"), 10).unwrap();
@@ -125,7 +125,7 @@ async fn interest_is_reference_counted_across_connections() {
 #[tokio::test]
 async fn subscriptions_per_connection_are_capped() {
     let broker = Arc::new(Recording::default());
-    let (hub, _inboxes) = Hub::new(broker, 1);
+    let (hub, _inboxes) = Hub::new(broker, 1, limits());
     let (mut a, _a_out) = hub.connect(8);
     a.subscribe(p("olive.a.b.1"), 2).unwrap();
     a.subscribe(p("olive.a.b.2"), 2).unwrap();
@@ -137,4 +137,69 @@ fn non_json_data_is_not_delivered() {
     let mut m = message("olive.a.b.1", "x");
     m.data = Bytes::from_static(b"{not json");
     assert!(encode(&m).is_none());
+}
+
+fn limits() -> crate::live::history::Limits {
+    crate::live::history::Limits { size: 10, ttl: std::time::Duration::from_secs(60), max_keys: 100 }
+}
+
+/// Ids of the frames queued so far, `subscribed:BOOL` for subscribed.
+fn drain(out: &mut Outbound) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Ok(frame) = out.frames.try_recv() {
+        let v: serde_json::Value = serde_json::from_str(frame.text.as_str()).unwrap();
+        got.push(match v["type"].as_str().unwrap() {
+            "subscribed" => format!("subscribed:{}", v["recovered"]),
+            _ => v["id"].as_str().unwrap().to_owned(),
+        });
+    }
+    got
+}
+
+/// The shard has not fanned out m1..m3 yet when the client resumes from
+/// m1: the replay covers m2 and m3, and the shard must then skip them.
+#[tokio::test]
+async fn resume_replays_then_skips_what_is_still_in_flight() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let broker = Arc::new(MemoryBroker::new(tx));
+    let (hub, mut inboxes) = Hub::new(broker.clone(), 1, limits());
+    tokio::spawn(hub.clone().run_deliveries(rx));
+    let (mut keeper, _keeper_out) = hub.connect(64);
+    keeper.subscribe(p("olive.a.b.1"), 10).unwrap();
+    for id in ["m1", "m2", "m3"] {
+        broker.publish(message("olive.a.b.1", id)).await.unwrap();
+    }
+    while hub.history().last_seq() < 3 {
+        tokio::task::yield_now().await;
+    }
+
+    let (mut conn, mut out) = hub.connect(64);
+    assert!(matches!(conn.resume(p("olive.a.b.1"), "m1", 10, false), Ok(resume::Resumed::Recovered)));
+    tokio::spawn(hub.clone().run_shard(inboxes.remove(0)));
+    broker.publish(message("olive.a.b.1", "m4")).await.unwrap();
+    assert_eq!(next(&mut out).await, "{\"type\":\"subscribed\",\"key\":\"olive.a.b.1\",\"recovered\":true}");
+    assert!(next(&mut out).await.contains("\"m2\""));
+    assert!(next(&mut out).await.contains("\"m3\""));
+    assert!(next(&mut out).await.contains("\"m4\""));
+    assert!(drain(&mut out).is_empty(), "no duplicates");
+}
+
+/// Tier 2: deliveries during the upstream request are held, then sent
+/// after the recovered messages, minus the ones the upstream already sent.
+#[tokio::test]
+async fn pending_recovery_holds_live_messages_and_drops_duplicates() {
+    let (hub, broker) = running_hub();
+    let (mut conn, mut out) = hub.connect(64);
+    let resumed = conn.resume(p("olive.a.b.1"), "gone", 10, true).unwrap();
+    let resume::Resumed::Pending(pending) = resumed else { panic!("{resumed:?}") };
+    broker.publish(message("olive.a.b.1", "u2")).await.unwrap();
+    broker.publish(message("olive.a.b.1", "l1")).await.unwrap();
+    while hub.stats.delivered.load(Ordering::Relaxed) < 2 {
+        tokio::task::yield_now().await;
+    }
+    assert!(drain(&mut out).is_empty(), "held while pending");
+    conn.finish(pending, Some(vec![message("olive.a.b.1", "u1"), message("olive.a.b.1", "u2")]));
+    assert_eq!(drain(&mut out), ["subscribed:true", "u1", "u2", "l1"]);
+    broker.publish(message("olive.a.b.1", "l2")).await.unwrap();
+    assert!(next(&mut out).await.contains("\"l2\""));
 }
