@@ -139,6 +139,8 @@ async fn bad_frames_get_errors_and_the_connection_stays_up() {
         assert_eq!(error["type"], "error", "{frame}");
         assert_eq!(error["code"], code, "{frame}");
     }
+    ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    assert_eq!(recv(&mut ws).await["code"], "invalid", "binary frames are not part of the protocol");
     send(&mut ws, json!({"type": "ping"})).await;
     assert_eq!(recv(&mut ws).await, json!({"type": "pong"}));
 }

@@ -152,26 +152,28 @@ async fn session<S>(
         let text = match frame {
             Err(_) => break, // idle timeout: nothing, not even a pong
             Ok(None) | Ok(Some(Err(_))) => break,
-            Ok(Some(Ok(WsMessage::Text(text)))) => text,
-            Ok(Some(Ok(WsMessage::Binary(_)))) => {
-                invalid += 1;
+            Ok(Some(Ok(WsMessage::Text(text)))) => Some(text),
+            Ok(Some(Ok(WsMessage::Binary(_)))) => None,
+            Ok(Some(Ok(WsMessage::Close(_)))) => break,
+            Ok(Some(Ok(_))) => continue, // ping, pong: tungstenite answers pings itself
+        };
+        let valid = match text {
+            None => {
                 conn.send(protocol::error(
                     None,
                     ErrorCode::Invalid,
                     "binary frames are not part of the protocol",
                 ));
-                Utf8Bytes::from_static("")
+                false
             }
-            Ok(Some(Ok(WsMessage::Close(_)))) => break,
-            Ok(Some(Ok(_))) => continue, // ping, pong: tungstenite answers pings itself
+            Some(text) if text.len() > config.max_frame_bytes => {
+                let message = format!("frame larger than {} bytes", config.max_frame_bytes);
+                conn.send(protocol::error(None, ErrorCode::TooLarge, &message));
+                false
+            }
+            Some(text) => handle(&hub, &mut conn, &config, &text, recovery.as_ref()).await.is_ok(),
         };
-        if text.is_empty() {
-            // A binary frame, already answered.
-        } else if text.len() > config.max_frame_bytes {
-            invalid += 1;
-            let message = format!("frame larger than {} bytes", config.max_frame_bytes);
-            conn.send(protocol::error(None, ErrorCode::TooLarge, &message));
-        } else if let Err(()) = handle(&hub, &mut conn, &config, &text, recovery.as_ref()).await {
+        if !valid {
             invalid += 1;
         }
         if invalid > config.max_invalid_frames {
