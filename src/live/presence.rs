@@ -144,11 +144,6 @@ impl Table {
         Table { node, limits, keys: HashMap::new() }
     }
 
-    /// This node's id in announcements.
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-
     /// A local connection (of `member`, or anonymous) became present on `key`.
     pub fn join(&mut self, key: &Key, member: Option<&Member>) -> Effects {
         let first = !self.keys.contains_key(key);
