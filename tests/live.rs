@@ -236,3 +236,61 @@ async fn shutdown_closes_websockets_with_1001() {
         other => panic!("expected a close frame, got {other:?}"),
     }
 }
+
+/// Reads frames until one of `kind` (presence events may come first).
+async fn recv_kind(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let frame = recv(ws).await;
+        if frame["type"] == kind {
+            return frame;
+        }
+    }
+}
+
+#[tokio::test]
+async fn presence_counts_anonymous_connections_and_reports_changes() {
+    let olive = Olive::start(&config("")).await;
+    let key = "olive.notes.note.5";
+    let mut a = connect(&olive).await;
+    let mut b = connect(&olive).await;
+    send(&mut a, json!({"type": "presence", "key": key})).await;
+    assert_eq!(recv(&mut a).await["code"], "invalid", "presence needs a subscription to the key");
+    subscribe(&mut a, key).await;
+    subscribe(&mut b, key).await;
+    for ws in [&mut a, &mut b] {
+        send(&mut *ws, json!({"type": "presence", "key": key})).await;
+        assert_eq!(
+            recv(&mut *ws).await,
+            json!({"type": "presence", "key": key, "members": [], "anonymous": 2})
+        );
+    }
+    b.close(None).await.unwrap();
+    assert_eq!(recv(&mut a).await, json!({"type": "leave", "key": key, "anonymous": 1}));
+    let mut c = connect(&olive).await;
+    subscribe(&mut c, key).await;
+    assert_eq!(recv(&mut a).await, json!({"type": "join", "key": key, "anonymous": 2}));
+    send(&mut c, json!({"type": "unsubscribe", "key": key})).await;
+    assert_eq!(recv(&mut a).await, json!({"type": "leave", "key": key, "anonymous": 1}));
+}
+
+#[tokio::test]
+async fn above_the_limit_presence_is_a_throttled_count() {
+    let olive = Olive::start(&config("presence_max_members = 1\npresence_count_interval = \"100ms\"")).await;
+    let key = "olive.notes.note.6";
+    let mut a = connect(&olive).await;
+    subscribe(&mut a, key).await;
+    send(&mut a, json!({"type": "presence", "key": key})).await;
+    assert_eq!(recv(&mut a).await, json!({"type": "presence", "key": key, "members": [], "anonymous": 1}));
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        let mut ws = connect(&olive).await;
+        subscribe(&mut ws, key).await;
+        others.push(ws);
+    }
+    let count = recv_kind(&mut a, "presence").await;
+    assert!(count["count"].as_u64().unwrap() >= 2, "{count}");
+    assert!(count.get("members").is_none());
+    let mut b = others.pop().unwrap();
+    send(&mut b, json!({"type": "presence", "key": key})).await;
+    assert_eq!(recv(&mut b).await, json!({"type": "presence", "key": key, "count": 4}));
+}

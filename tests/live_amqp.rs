@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::{Olive, client, rabbit};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -196,4 +197,119 @@ fn python_with_pika() -> Option<std::path::PathBuf> {
             None
         }
     }
+}
+
+/// Asks for `key`'s presence until it shows `anonymous` connections
+/// (announcements between nodes are asynchronous); events are skipped.
+async fn until_present(ws: &mut Ws, key: &str, anonymous: u64, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        ws.send(Message::text(json!({"type": "presence", "key": key}).to_string())).await.unwrap();
+        while let Some(frame) = recv(ws, Duration::from_secs(2)).await {
+            if frame["type"] == "presence" {
+                last = frame;
+                break;
+            }
+        }
+        if last["anonymous"] == anonymous {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("presence never showed {anonymous} anonymous: {last}");
+}
+
+#[tokio::test]
+async fn presence_spans_nodes_and_a_stopped_node_takes_its_members_along() {
+    if !rabbit() {
+        return;
+    }
+    let exchange = exchange("presence");
+    let config = node_config(&exchange).replace(
+        "broker = \"amqp\"",
+        "broker = \"amqp\"\npresence_heartbeat = \"200ms\"\npresence_ttl = \"1s\"",
+    );
+    let a = Olive::start(&config).await;
+    let b = Olive::start(&config).await;
+    ready(&a).await;
+    ready(&b).await;
+    let key = "olive.notes.note.3";
+    let mut on_a = connect(&a).await;
+    let mut on_b = connect(&b).await;
+    subscribe(&mut on_a, key).await;
+    subscribe(&mut on_b, key).await;
+    let seen = until_present(&mut on_a, key, 2, Duration::from_secs(5)).await;
+    assert_eq!(seen, json!({"type": "presence", "key": key, "members": [], "anonymous": 2}));
+    let seen = until_present(&mut on_b, key, 2, Duration::from_secs(5)).await;
+    assert_eq!(seen["anonymous"], 2, "both nodes agree");
+
+    b.stop().await;
+    let stopped = Instant::now();
+    // Node B's side goes, by its goodbye or by the ttl (1s) at the latest.
+    let seen = until_present(&mut on_a, key, 1, Duration::from_secs(3)).await;
+    assert_eq!(seen, json!({"type": "presence", "key": key, "members": [], "anonymous": 1}));
+    assert!(stopped.elapsed() < Duration::from_secs(3));
+}
+
+/// No ghosts: a node that announces itself and then falls silent (as a
+/// crashed one does, without a goodbye) loses its members after the ttl.
+#[tokio::test]
+async fn a_node_that_falls_silent_expires_after_the_ttl() {
+    if !rabbit() {
+        return;
+    }
+    let exchange = exchange("ghost");
+    let config = node_config(&exchange).replace(
+        "broker = \"amqp\"",
+        "broker = \"amqp\"\npresence_heartbeat = \"200ms\"\npresence_ttl = \"1s\"",
+    );
+    let a = Olive::start(&config).await;
+    ready(&a).await;
+    let key = "olive.notes.note.4";
+    let mut ws = connect(&a).await;
+    subscribe(&mut ws, key).await;
+    until_present(&mut ws, key, 1, Duration::from_secs(5)).await;
+
+    let amqp = lapin::Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f", Default::default())
+        .await
+        .unwrap();
+    let channel = amqp.create_channel().await.unwrap();
+    let presence = format!("{exchange}.presence");
+    let body = json!({"node": "ghost", "op": "snapshot", "members": [], "anonymous": 4}).to_string();
+    // The presence binding follows the subscribe asynchronously: announce
+    // until node A has heard it once, then never again.
+    let mut heard = false;
+    for _ in 0..50 {
+        channel
+            .basic_publish(
+                presence.as_str().into(),
+                key.into(),
+                Default::default(),
+                body.as_bytes(),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let silent_from = Instant::now();
+        ws.send(Message::text(json!({"type": "presence", "key": key}).to_string())).await.unwrap();
+        let mut answer = Value::Null;
+        while let Some(frame) = recv(&mut ws, Duration::from_secs(2)).await {
+            if frame["type"] == "presence" {
+                answer = frame;
+                break;
+            }
+        }
+        if answer["anonymous"] == 5 {
+            heard = true;
+            let seen = until_present(&mut ws, key, 1, Duration::from_secs(4)).await;
+            assert_eq!(seen["anonymous"], 1);
+            let took = silent_from.elapsed();
+            assert!(took >= Duration::from_millis(800), "expired by the ttl, not before: {took:?}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(heard, "node A never heard the announcement");
+    let _ = amqp.close(200, "done".into()).await;
 }

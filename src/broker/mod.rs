@@ -10,6 +10,13 @@
 //! through the channel it was built with. Deliveries always come through
 //! that one channel, so a node sees its own publishes in the same order as
 //! every other node.
+//!
+//! Presence travels beside messages, never mixed with them: a node
+//! announces its side of a key with [`Broker::announce`] (best effort, no
+//! confirm: heartbeats repair losses), binds the keys it has members on
+//! with [`Broker::bind_presence`], and the hub takes the other nodes'
+//! announcements from [`Broker::take_announcements`]. The defaults do
+//! nothing, which is right for one process.
 
 pub mod amqp;
 pub mod memory;
@@ -49,6 +56,9 @@ pub enum BrokerError {
 /// client-facing queue after that is bounded.
 pub type Deliveries = tokio::sync::mpsc::UnboundedSender<Message>;
 
+/// Presence announcements from other nodes: the key and the JSON body.
+pub type Announcements = tokio::sync::mpsc::UnboundedReceiver<(Key, Bytes)>;
+
 pub trait Broker: Send + Sync {
     /// Publishes; resolves when the broker has taken responsibility for
     /// the message.
@@ -65,4 +75,19 @@ pub trait Broker: Send + Sync {
 
     /// Closes connections cleanly; called once, at the end of the drain.
     fn close(&self) -> BoxFuture<'_, ()>;
+
+    /// Tells the other nodes about this node's presence on `key`.
+    fn announce(&self, _key: &Key, _body: Bytes) {}
+
+    /// Starts receiving other nodes' presence announcements on `key`.
+    fn bind_presence(&self, _key: &Key) {}
+
+    /// Stops receiving presence announcements on `key`.
+    fn unbind_presence(&self, _key: &Key) {}
+
+    /// The other nodes' announcements, once (the hub's presence task takes
+    /// them); `None` when there are no other nodes.
+    fn take_announcements(&self) -> Option<Announcements> {
+        None
+    }
 }

@@ -358,6 +358,20 @@ pub const DEFAULT_SSE_HEARTBEAT: Duration = Duration::from_secs(15);
 pub const DEFAULT_RECOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest recovery answer read: a gap's worth of comments, not a dump.
 pub const DEFAULT_RECOVERY_MAX_BYTES: usize = 1024 * 1024;
+/// How often a node repeats its presence snapshot of each key it has
+/// members on. One small message per key per node every 10s is cheap, and
+/// it bounds how long a lost announcement leaves a node wrong.
+pub const DEFAULT_PRESENCE_HEARTBEAT: Duration = Duration::from_secs(10);
+/// A node not heard of for this long is gone, and its members with it:
+/// three missed heartbeats, so one late or lost message is not a death.
+pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(30);
+/// Above this many present (named plus anonymous), a key's presence is a
+/// count: a list of 100 names is what a page can show, and beyond it
+/// every arrival would be a frame to every watcher (n² traffic).
+pub const DEFAULT_PRESENCE_MAX_MEMBERS: usize = 100;
+/// Count frames go out at most this often per key: "1,204 here" need not
+/// be more exact than once a second.
+pub const DEFAULT_PRESENCE_COUNT_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -383,6 +397,13 @@ pub struct Live {
     #[serde(with = "humantime_serde")]
     pub recovery_timeout: Duration,
     pub recovery_max_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub presence_heartbeat: Duration,
+    #[serde(with = "humantime_serde")]
+    pub presence_ttl: Duration,
+    pub presence_max_members: usize,
+    #[serde(with = "humantime_serde")]
+    pub presence_count_interval: Duration,
 }
 
 impl Default for Live {
@@ -403,6 +424,10 @@ impl Default for Live {
             sse_heartbeat: DEFAULT_SSE_HEARTBEAT,
             recovery_timeout: DEFAULT_RECOVERY_TIMEOUT,
             recovery_max_bytes: DEFAULT_RECOVERY_MAX_BYTES,
+            presence_heartbeat: DEFAULT_PRESENCE_HEARTBEAT,
+            presence_ttl: DEFAULT_PRESENCE_TTL,
+            presence_max_members: DEFAULT_PRESENCE_MAX_MEMBERS,
+            presence_count_interval: DEFAULT_PRESENCE_COUNT_INTERVAL,
         }
     }
 }

@@ -295,6 +295,7 @@ impl Validator<'_> {
                 }
             },
         };
+        self.presence(&raw.live);
         let amqp = (raw.live.broker == BrokerKind::Amqp).then(|| self.amqp(&raw.live.amqp));
         Config {
             source: source.to_owned(),
@@ -349,6 +350,21 @@ impl Validator<'_> {
             if value == 0 {
                 self.error(field, "must be greater than 0");
             }
+        }
+    }
+
+    fn presence(&mut self, l: &Live) {
+        for (field, value) in [
+            ("live.presence_heartbeat", l.presence_heartbeat),
+            ("live.presence_count_interval", l.presence_count_interval),
+        ] {
+            if value.is_zero() {
+                self.error(field, "must be greater than 0");
+            }
+        }
+        // A ttl within one heartbeat would expire live nodes between beats.
+        if l.presence_ttl <= l.presence_heartbeat {
+            self.error("live.presence_ttl", "must be longer than live.presence_heartbeat");
         }
     }
 

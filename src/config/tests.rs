@@ -232,3 +232,16 @@ fn recovery_url_must_be_absolute_http() {
     );
     assert!(parse(&ok).is_ok());
 }
+
+#[test]
+fn presence_settings_are_checked() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.live.presence_ttl, file::DEFAULT_PRESENCE_TTL);
+    assert_eq!(c.live.presence_max_members, file::DEFAULT_PRESENCE_MAX_MEMBERS);
+    let bad = format!(
+        "{MINIMAL}\n[live]\npresence_heartbeat = \"0s\"\npresence_ttl = \"5s\"\npresence_count_interval = \"0s\"\n"
+    );
+    assert_eq!(fields(&bad), ["live.presence_heartbeat", "live.presence_count_interval"]);
+    let bad = format!("{MINIMAL}\n[live]\npresence_heartbeat = \"10s\"\npresence_ttl = \"10s\"\n");
+    assert_eq!(fields(&bad), ["live.presence_ttl"]);
+}

@@ -19,9 +19,9 @@ use crate::broker::memory::MemoryBroker;
 use crate::broker::{Broker, Message};
 use crate::config::BrokerKind;
 use crate::config::{Action, Config, ListenerKind};
-use crate::live::history;
 use crate::live::hub::{Hub, ShardInbox};
 use crate::live::recover::{Recoverer, Target};
+use crate::live::{history, presence};
 use crate::ops::access::{self, AccessLog};
 use crate::proxy::{self, ClientInfo, ProxyError, Upstream, tunnel};
 use crate::router::{Decision, Router};
@@ -63,7 +63,13 @@ impl App {
             ttl: live.history_ttl,
             max_keys: live.history_max_keys,
         };
-        let (hub, shards) = Hub::new(broker, workers, history);
+        let presence = presence::Limits {
+            heartbeat: live.presence_heartbeat,
+            ttl: live.presence_ttl,
+            max_members: live.presence_max_members,
+            count_interval: live.presence_count_interval,
+        };
+        let (hub, shards) = Hub::new(broker, workers, history, presence);
         let recoverer = Arc::new(Recoverer::new(live.recovery_timeout, live.recovery_max_bytes));
         let sessions = tokio_util::task::TaskTracker::new();
         let app = App { config, router, upstreams, workers, hub, recoverer, shutdown, sessions };

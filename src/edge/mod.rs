@@ -72,6 +72,7 @@ impl Server {
         let workers = Arc::new(Workers::start(self.app.workers)?);
         let hub = &self.app.hub;
         let deliveries = tokio::spawn(hub.clone().run_deliveries(self.hub_tasks.deliveries));
+        let presence = tokio::spawn(hub.clone().run_presence());
         for inbox in self.hub_tasks.shards {
             let hub = hub.clone();
             workers.spawn_on(inbox.0, hub.run_shard(inbox));
@@ -122,6 +123,7 @@ impl Server {
         drop(workers);
         self.app.hub.broker().close().await;
         deliveries.abort();
+        presence.abort();
         Ok(())
     }
 }

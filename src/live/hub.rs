@@ -13,6 +13,9 @@
 //! each pattern, and binds it in the broker on the first and unbinds it
 //! after the last.
 //!
+//! Presence (who is on an exact key, across nodes) is kept in step with
+//! the exact subscriptions here and lives in [`presence`].
+//!
 //! Every delivery is recorded once in the [`History`] before fan-out, so
 //! that a subscribe with `since` can replay what the client missed
 //! ([`resume`]).
@@ -28,6 +31,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::history::{self, History};
 use super::key::{Key, Pattern};
+use super::presence::{self as table, Member, Table};
 use super::protocol;
 use crate::broker::{Broker, Message};
 
@@ -77,11 +81,13 @@ impl Delivery {
 }
 
 /// One subscription in the registry: deliveries up to `after` (a seq) are
-/// not for it, because a replay already covered them.
+/// not for it, because a replay already covered them. `watch`: the
+/// connection asked for the key's presence and gets its changes.
 #[derive(Debug, Clone, Copy)]
 struct Sub {
     conn: ConnId,
     after: u64,
+    watch: bool,
 }
 
 #[derive(Default)]
@@ -110,6 +116,8 @@ pub struct Hub {
     shards: Vec<Arc<Shard>>,
     interest: Mutex<HashMap<Pattern, usize>>,
     history: Mutex<History>,
+    presence: Mutex<Table>,
+    presence_limits: table::Limits,
     next_conn: AtomicU64,
     pub stats: Stats,
 }
@@ -119,11 +127,13 @@ pub struct ShardInbox(pub usize, pub mpsc::UnboundedReceiver<Delivery>);
 
 impl Hub {
     /// A hub with `workers` shards over `broker`, keeping `history`. The
-    /// shard inboxes must be handed to [`Hub::run_shard`] on their workers.
+    /// shard inboxes must be handed to [`Hub::run_shard`] on their workers,
+    /// and [`Hub::run_presence`] run for presence across nodes.
     pub fn new(
         broker: Arc<dyn Broker>,
         workers: usize,
         history: history::Limits,
+        presence: table::Limits,
     ) -> (Arc<Hub>, Vec<ShardInbox>) {
         let mut shards = Vec::new();
         let mut inboxes = Vec::new();
@@ -137,6 +147,8 @@ impl Hub {
             shards,
             interest: Mutex::default(),
             history: Mutex::new(History::new(history)),
+            presence: Mutex::new(Table::new(table::node_id(), presence)),
+            presence_limits: presence,
             next_conn: AtomicU64::new(1),
             stats: Stats::default(),
         };
@@ -223,7 +235,8 @@ impl Hub {
             .unwrap_or_else(|e| e.into_inner())
             .outlets
             .insert(id, Outlet { queue: tx.clone(), kick: Some(kick_tx), held: None });
-        let conn = Connection { hub: self.clone(), shard, id, subscriptions: Vec::new(), queue: tx };
+        let conn =
+            Connection { hub: self.clone(), shard, id, subscriptions: Vec::new(), member: None, queue: tx };
         (conn, Outbound { frames: rx, kicked: kick_rx })
     }
 
@@ -287,6 +300,8 @@ pub struct Connection {
     shard: Arc<Shard>,
     id: ConnId,
     subscriptions: Vec<Pattern>,
+    /// Who the connection is, for presence; `None`: anonymous.
+    member: Option<Member>,
     /// For frames the connection sends itself (acks, errors), in order with
     /// deliveries.
     pub queue: mpsc::Sender<Outgoing>,
@@ -324,9 +339,12 @@ impl Connection {
         }
         {
             let mut reg = self.shard.registry.lock().unwrap_or_else(|e| e.into_inner());
-            reg.add(&pattern, Sub { conn: self.id, after: 0 });
+            reg.add(&pattern, Sub { conn: self.id, after: 0, watch: false });
         }
         self.hub.add_interest(&pattern);
+        if let Some(key) = pattern.is_exact() {
+            self.hub.present(&key, self.member.as_ref(), true);
+        }
         self.subscriptions.push(pattern);
         Ok(true)
     }
@@ -336,6 +354,9 @@ impl Connection {
         let Some(pos) = self.subscriptions.iter().position(|p| p == pattern) else { return false };
         self.subscriptions.swap_remove(pos);
         self.shard.registry.lock().unwrap_or_else(|e| e.into_inner()).remove(self.id, pattern);
+        if let Some(key) = pattern.is_exact() {
+            self.hub.present(&key, self.member.as_ref(), false);
+        }
         self.hub.remove_interest(pattern);
         true
     }
@@ -414,11 +435,15 @@ impl Drop for Connection {
             }
         }
         for pattern in &self.subscriptions {
+            if let Some(key) = pattern.is_exact() {
+                self.hub.present(&key, self.member.as_ref(), false);
+            }
             self.hub.remove_interest(pattern);
         }
     }
 }
 
+pub mod presence;
 pub mod resume;
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,7 @@
 //! - [`id`]: message ids, unique across nodes and ordered by time;
 //! - [`protocol`]: the JSON frames of wire protocol v1;
 //! - [`hub`]: local subscriptions, broker interest and fan-out;
+//! - [`presence`]: who is on a key, across nodes;
 //! - [`history`]: recent messages per key, for resume (recovery tier 1);
 //! - [`recover`]: asking the upstream to fill a gap (recovery tier 2);
 //! - [`ws`]: the websocket endpoint;
@@ -18,6 +19,7 @@ pub mod history;
 pub mod hub;
 pub mod id;
 pub mod key;
+pub mod presence;
 pub mod protocol;
 pub mod publish;
 pub mod recover;

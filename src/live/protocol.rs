@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::key::{Key, KeyError, Pattern};
+use super::presence::Member;
 
 /// The protocol's error codes (`{"type":"error","code":C}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -136,6 +137,27 @@ enum Out<'a> {
         message: &'a str,
     },
     Pong,
+    Presence {
+        key: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        members: Option<&'a [&'a Member]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        anonymous: Option<usize>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        count: Option<usize>,
+    },
+    Join(Change<'a>),
+    Leave(Change<'a>),
+}
+
+/// A `join` or `leave`: one named member, or the new anonymous total.
+#[derive(Serialize)]
+struct Change<'a> {
+    key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    member: Option<&'a Member>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anonymous: Option<usize>,
 }
 
 fn encode(frame: &Out<'_>) -> Bytes {
@@ -167,6 +189,29 @@ pub fn error(reference: Option<&RawValue>, code: ErrorCode, message: &str) -> By
 
 pub fn pong() -> Bytes {
     encode(&Out::Pong)
+}
+
+/// The answer to a presence request while a key is small: its named
+/// members and how many anonymous connections are on it.
+pub fn presence(key: &str, members: &[&Member], anonymous: usize) -> Bytes {
+    encode(&Out::Presence { key, members: Some(members), anonymous: Some(anonymous), count: None })
+}
+
+/// A key's presence as a count only (above `live.presence_max_members`).
+pub fn presence_count(key: &str, count: usize) -> Bytes {
+    encode(&Out::Presence { key, members: None, anonymous: None, count: Some(count) })
+}
+
+/// `join` (`joined`) or `leave` of a named member.
+pub fn member_event(joined: bool, key: &str, member: &Member) -> Bytes {
+    let change = Change { key, member: Some(member), anonymous: None };
+    encode(&if joined { Out::Join(change) } else { Out::Leave(change) })
+}
+
+/// `join` or `leave` of anonymous connections, with the new total.
+pub fn anonymous_event(joined: bool, key: &str, anonymous: usize) -> Bytes {
+    let change = Change { key, member: None, anonymous: Some(anonymous) };
+    encode(&if joined { Out::Join(change) } else { Out::Leave(change) })
 }
 
 #[cfg(test)]
@@ -236,5 +281,21 @@ mod tests {
             r#"{"type":"error","code":"too_large","message":"big"}"#
         );
         assert_eq!(pong(), r#"{"type":"pong"}"#);
+    }
+
+    #[test]
+    fn presence_frames() {
+        let ann = Member { user: "7".into(), name: Some("Ann".into()) };
+        let bob = Member { user: "8".into(), name: None };
+        assert_eq!(
+            presence("k", &[&ann, &bob], 3),
+            r#"{"type":"presence","key":"k","members":[{"user":"7","name":"Ann"},{"user":"8"}],"anonymous":3}"#
+        );
+        assert_eq!(presence_count("k", 250), r#"{"type":"presence","key":"k","count":250}"#);
+        assert_eq!(
+            member_event(true, "k", &ann),
+            r#"{"type":"join","key":"k","member":{"user":"7","name":"Ann"}}"#
+        );
+        assert_eq!(anonymous_event(false, "k", 2), r#"{"type":"leave","key":"k","anonymous":2}"#);
     }
 }

@@ -240,8 +240,12 @@ async fn handle(
                 }
             });
         }
-        ClientFrame::Presence { .. } => {
-            conn.send(protocol::error(None, ErrorCode::Unavailable, "presence is not available yet"));
+        ClientFrame::Presence { key } => {
+            if conn.watch_presence(&key).is_err() {
+                let message = "presence is for keys the connection is subscribed to (exact key)";
+                conn.send(protocol::error(None, ErrorCode::Invalid, message));
+                return Err(());
+            }
         }
         ClientFrame::Ping => {
             conn.send(protocol::pong());

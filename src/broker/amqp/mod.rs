@@ -16,6 +16,15 @@
 //! order. Publishes go straight to the current publishing channel (in
 //! confirm mode) and resolve only on RabbitMQ's ack: a nack, a timeout or
 //! a lost connection is [`BrokerError::Unavailable`], never a silent drop.
+//!
+//! Presence has an exchange of its own, `{exchange}.presence` (topic, not
+//! durable: announcements are only worth anything live), with the object
+//! key as routing key and an announcement's JSON as body. A separate
+//! exchange rather than a reserved prefix under the main one keeps
+//! presence out of every pattern binding (`#` and `olive.#` would
+//! otherwise receive it, in olive and in Django's consumers alike) and
+//! cannot collide with any site's key prefix. The node's one queue is
+//! bound there too, to the exact keys it has members on.
 
 mod supervisor;
 
@@ -30,7 +39,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Broker, BrokerError, Deliveries, Message};
+use super::{Announcements, Broker, BrokerError, Deliveries, Message};
 use crate::config::Amqp;
 use crate::live::id::MessageId;
 use crate::live::key::{Key, Pattern};
@@ -47,6 +56,16 @@ const CONTENT_TYPE: &str = "application/json";
 enum Command {
     Bind(Pattern),
     Unbind(Pattern),
+    BindPresence(Key),
+    UnbindPresence(Key),
+    /// Published in order with the presence bindings, on the
+    /// supervisor's channel, unconfirmed; dropped while disconnected.
+    Announce(Key, Bytes),
+}
+
+/// The exchange presence announcements travel on, beside `exchange`.
+fn presence_exchange(exchange: &str) -> String {
+    format!("{exchange}.presence")
 }
 
 /// What the handle and the supervisor share.
@@ -74,6 +93,8 @@ pub struct AmqpBroker {
     commands: mpsc::UnboundedSender<Command>,
     shutdown: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Other nodes' presence announcements, until the hub takes them.
+    announcements: Mutex<Option<Announcements>>,
 }
 
 impl AmqpBroker {
@@ -89,11 +110,18 @@ impl AmqpBroker {
             lost: Notify::new(),
         });
         let (commands, receiver) = mpsc::unbounded_channel();
+        let (announced, announcements) = mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(
-            supervisor::Supervisor::new(shared.clone(), receiver, deliveries, shutdown.clone()).run(),
-        );
-        Arc::new(AmqpBroker { shared, commands, shutdown, task: Mutex::new(Some(task)) })
+        let supervisor =
+            supervisor::Supervisor::new(shared.clone(), receiver, deliveries, announced, shutdown.clone());
+        let task = tokio::spawn(supervisor.run());
+        Arc::new(AmqpBroker {
+            shared,
+            commands,
+            shutdown,
+            task: Mutex::new(Some(task)),
+            announcements: Mutex::new(Some(announcements)),
+        })
     }
 
     /// Closes the AMQP connection cleanly (RabbitMQ then deletes the
@@ -152,6 +180,22 @@ impl Broker for AmqpBroker {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(AmqpBroker::close(self))
+    }
+
+    fn announce(&self, key: &Key, body: Bytes) {
+        let _ = self.commands.send(Command::Announce(key.clone(), body));
+    }
+
+    fn bind_presence(&self, key: &Key) {
+        let _ = self.commands.send(Command::BindPresence(key.clone()));
+    }
+
+    fn unbind_presence(&self, key: &Key) {
+        let _ = self.commands.send(Command::UnbindPresence(key.clone()));
+    }
+
+    fn take_announcements(&self) -> Option<Announcements> {
+        self.announcements.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 }
 

@@ -9,23 +9,28 @@
 //! waits with jittered exponential backoff, and starts over from an empty
 //! queue. It remembers the bound patterns itself, so the new queue gets
 //! the same bindings; messages published during the gap are lost to this
-//! node, as a browser's resume from history covers.
+//! node, as a browser's resume from history covers. Presence bindings
+//! are remembered and restored the same way, on the presence exchange;
+//! announcements made while disconnected are dropped (the next heartbeat
+//! repeats them).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
+use lapin::options::BasicPublishOptions;
 use lapin::options::{
     BasicConsumeOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties, Consumer, Event, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, Event, ExchangeKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Command, Shared, message};
+use super::{Command, Shared, message, presence_exchange};
 use crate::broker::Deliveries;
+use crate::live::key::Key;
 
 /// Why a session ended and the connection is to be rebuilt.
 #[derive(Debug, thiserror::Error)]
@@ -61,9 +66,13 @@ pub(super) struct Supervisor {
     shared: Arc<Shared>,
     commands: mpsc::UnboundedReceiver<Command>,
     deliveries: Deliveries,
+    /// Where other nodes' presence announcements go.
+    announced: mpsc::UnboundedSender<(Key, bytes::Bytes)>,
     shutdown: CancellationToken,
     /// Patterns bound now, or to bind on the next connection.
     bound: BTreeSet<String>,
+    /// Keys bound on the presence exchange, likewise.
+    presence: BTreeSet<String>,
 }
 
 impl Supervisor {
@@ -71,9 +80,11 @@ impl Supervisor {
         shared: Arc<Shared>,
         commands: mpsc::UnboundedReceiver<Command>,
         deliveries: Deliveries,
+        announced: mpsc::UnboundedSender<(Key, bytes::Bytes)>,
         shutdown: CancellationToken,
     ) -> Supervisor {
-        Supervisor { shared, commands, deliveries, shutdown, bound: BTreeSet::new() }
+        let (bound, presence) = (BTreeSet::new(), BTreeSet::new());
+        Supervisor { shared, commands, deliveries, announced, shutdown, bound, presence }
     }
 
     pub(super) async fn run(mut self) {
@@ -188,6 +199,20 @@ impl Supervisor {
         for pattern in &self.bound {
             bind(&channel, &queue, exchange, pattern).await?;
         }
+        // Not durable: announcements only matter live, and every node
+        // declares it the same way after a RabbitMQ restart.
+        let presence = presence_exchange(exchange);
+        channel
+            .exchange_declare(
+                presence.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        for key in &self.presence {
+            bind(&channel, &queue, &presence, key).await?;
+        }
         // Auto-ack: the queue is exclusive and dies with the connection, so
         // an unacked message has nowhere to be redelivered, and browsers
         // get at-most-once beyond the history anyway. RabbitMQ then pushes
@@ -205,6 +230,7 @@ impl Supervisor {
     async fn serve(&mut self, session: &mut Session) -> Result<Stop, Lost> {
         let Session { channel, publisher, queue, consumer, events, .. } = session;
         let exchange = self.shared.config.exchange.clone();
+        let presence = presence_exchange(&exchange);
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(Stop::Shutdown),
@@ -222,8 +248,30 @@ impl Supervisor {
                                 .await?;
                         }
                     }
+                    Some(Command::BindPresence(k)) => {
+                        if self.presence.insert(k.as_str().to_owned()) {
+                            bind(channel, queue, &presence, k.as_str()).await?;
+                        }
+                    }
+                    Some(Command::UnbindPresence(k)) => {
+                        if self.presence.remove(k.as_str()) {
+                            channel
+                                .queue_unbind(queue.as_str().into(), presence.as_str().into(), k.as_str().into(), FieldTable::default())
+                                .await?;
+                        }
+                    }
+                    Some(Command::Announce(k, body)) => {
+                        let _unconfirmed = channel
+                            .basic_publish(presence.as_str().into(), k.as_str().into(), BasicPublishOptions::default(), &body, BasicProperties::default())
+                            .await?;
+                    }
                 },
                 delivery = consumer.next() => match delivery {
+                    Some(Ok(d)) if d.exchange.as_str() == presence => {
+                        if let Ok(key) = Key::parse(d.routing_key.as_str()) {
+                            let _ = self.announced.send((key, d.data.into()));
+                        }
+                    }
                     Some(Ok(d)) => {
                         if let Some(m) = message(d.routing_key.as_str(), &d.properties, d.data) {
                             // Fails only when the hub has stopped, during shutdown.
@@ -271,6 +319,9 @@ impl Supervisor {
                     None => return Err(Stop::Shutdown),
                     Some(Command::Bind(p)) => { self.bound.insert(p.as_str().to_owned()); }
                     Some(Command::Unbind(p)) => { self.bound.remove(p.as_str()); }
+                    Some(Command::BindPresence(k)) => { self.presence.insert(k.as_str().to_owned()); }
+                    Some(Command::UnbindPresence(k)) => { self.presence.remove(k.as_str()); }
+                    Some(Command::Announce(..)) => {}
                 },
             }
         }

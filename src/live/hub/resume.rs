@@ -88,21 +88,21 @@ impl Connection {
             }
             match recovery {
                 Recovery::Full(entries) => {
-                    reg.add(&pattern, Sub { conn: self.id, after: last_seq });
+                    reg.add(&pattern, Sub { conn: self.id, after: last_seq, watch: false });
                     let mut frames = vec![self.own(protocol::subscribed(pattern.as_str(), true))];
                     frames.extend(entries.into_iter().map(|e| Outgoing { id: Some(e.id), text: e.frame }));
                     self.queue_all(&mut reg, frames);
                     Resumed::Recovered
                 }
                 Recovery::Gap if can_ask_upstream && pattern.is_exact().is_some() => {
-                    reg.add(&pattern, Sub { conn: self.id, after: 0 });
+                    reg.add(&pattern, Sub { conn: self.id, after: 0, watch: false });
                     if let Some(outlet) = reg.outlets.get_mut(&self.id) {
                         outlet.held.get_or_insert_with(Vec::new);
                     }
                     Resumed::Pending(Pending { pattern: pattern.clone(), since: since.to_owned() })
                 }
                 Recovery::Gap => {
-                    reg.add(&pattern, Sub { conn: self.id, after: 0 });
+                    reg.add(&pattern, Sub { conn: self.id, after: 0, watch: false });
                     let frames = vec![self.own(protocol::subscribed(pattern.as_str(), false))];
                     self.queue_all(&mut reg, frames);
                     Resumed::NotRecovered
@@ -110,6 +110,9 @@ impl Connection {
             }
         };
         self.hub.add_interest(&pattern);
+        if let Some(key) = pattern.is_exact() {
+            self.hub.present(&key, self.member.as_ref(), true);
+        }
         self.subscriptions.push(pattern);
         Ok(resumed)
     }
@@ -134,7 +137,7 @@ impl Connection {
         self.queue_all(&mut reg, frames);
     }
 
-    fn own(&self, frame: bytes::Bytes) -> Outgoing {
+    pub(super) fn own(&self, frame: bytes::Bytes) -> Outgoing {
         // Server frames are built from strings and JSON: always UTF-8.
         let text = tokio_tungstenite::tungstenite::Utf8Bytes::try_from(frame).unwrap_or_default();
         Outgoing { id: None, text }
@@ -142,7 +145,7 @@ impl Connection {
 
     /// Queues frames under the registry lock, so that no delivery can come
     /// between them; a queue that cannot take them all is a slow consumer.
-    fn queue_all(&self, reg: &mut super::Registry, frames: Vec<Outgoing>) {
+    pub(super) fn queue_all(&self, reg: &mut super::Registry, frames: Vec<Outgoing>) {
         let Some(outlet) = reg.outlets.get(&self.id) else { return };
         if frames.into_iter().all(|f| outlet.push(f)) {
             return;

@@ -46,7 +46,7 @@ fn message(key: &str, id: &str) -> Message {
 fn running_hub() -> (Arc<Hub>, Arc<MemoryBroker>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let broker = Arc::new(MemoryBroker::new(tx));
-    let (hub, inboxes) = Hub::new(broker.clone(), 1, limits());
+    let (hub, inboxes) = Hub::new(broker.clone(), 1, limits(), presence_limits());
     tokio::spawn(hub.clone().run_deliveries(rx));
     for inbox in inboxes {
         tokio::spawn(hub.clone().run_shard(inbox));
@@ -105,7 +105,7 @@ async fn a_slow_consumer_is_kicked_and_others_keep_receiving() {
 #[tokio::test]
 async fn interest_is_reference_counted_across_connections() {
     let broker = Arc::new(Recording::default());
-    let (hub, _inboxes) = Hub::new(broker.clone(), 2, limits());
+    let (hub, _inboxes) = Hub::new(broker.clone(), 2, limits(), presence_limits());
     let (mut a, _a_out) = hub.connect(8);
     let (mut b, _b_out) = hub.connect(8);
     a.subscribe(p("olive.x.y.1"), 10).unwrap();
@@ -125,7 +125,7 @@ async fn interest_is_reference_counted_across_connections() {
 #[tokio::test]
 async fn subscriptions_per_connection_are_capped() {
     let broker = Arc::new(Recording::default());
-    let (hub, _inboxes) = Hub::new(broker, 1, limits());
+    let (hub, _inboxes) = Hub::new(broker, 1, limits(), presence_limits());
     let (mut a, _a_out) = hub.connect(8);
     a.subscribe(p("olive.a.b.1"), 2).unwrap();
     a.subscribe(p("olive.a.b.2"), 2).unwrap();
@@ -162,7 +162,7 @@ fn drain(out: &mut Outbound) -> Vec<String> {
 async fn resume_replays_then_skips_what_is_still_in_flight() {
     let (tx, rx) = mpsc::unbounded_channel();
     let broker = Arc::new(MemoryBroker::new(tx));
-    let (hub, mut inboxes) = Hub::new(broker.clone(), 1, limits());
+    let (hub, mut inboxes) = Hub::new(broker.clone(), 1, limits(), presence_limits());
     tokio::spawn(hub.clone().run_deliveries(rx));
     let (mut keeper, _keeper_out) = hub.connect(64);
     keeper.subscribe(p("olive.a.b.1"), 10).unwrap();
@@ -202,4 +202,50 @@ async fn pending_recovery_holds_live_messages_and_drops_duplicates() {
     assert_eq!(drain(&mut out), ["subscribed:true", "u1", "u2", "l1"]);
     broker.publish(message("olive.a.b.1", "l2")).await.unwrap();
     assert!(next(&mut out).await.contains("\"l2\""));
+}
+
+fn presence_limits() -> crate::live::presence::Limits {
+    crate::live::presence::Limits {
+        heartbeat: std::time::Duration::from_secs(10),
+        ttl: std::time::Duration::from_secs(30),
+        max_members: 100,
+        count_interval: std::time::Duration::from_secs(1),
+    }
+}
+
+/// Named members as the auth code will set them: one user on two
+/// connections is one member, who leaves with the last connection; only
+/// watchers (who asked for presence) get events; patterns are not presence.
+#[tokio::test]
+async fn named_members_at_the_hub() {
+    use crate::live::presence::Member;
+    let (hub, _broker) = running_hub();
+    let key = Key::parse("olive.a.b.1").unwrap();
+    let (mut watcher, mut events) = hub.connect(16);
+    watcher.subscribe(p("olive.a.b.1"), 10).unwrap();
+    watcher.watch_presence(&key).unwrap();
+    assert_eq!(
+        next(&mut events).await,
+        r#"{"type":"presence","key":"olive.a.b.1","members":[],"anonymous":1}"#
+    );
+
+    let ann = Member { user: "7".into(), name: Some("Ann".into()) };
+    let (mut tab1, _out1) = hub.connect(16);
+    tab1.set_member(Some(ann.clone()));
+    tab1.subscribe(p("olive.a.b.1"), 10).unwrap();
+    let joined = r#"{"type":"join","key":"olive.a.b.1","member":{"user":"7","name":"Ann"}}"#;
+    assert_eq!(next(&mut events).await, joined);
+    let (mut tab2, mut out2) = hub.connect(16);
+    tab2.set_member(Some(ann));
+    tab2.subscribe(p("olive.a.b.1"), 10).unwrap();
+    drop(tab1);
+    assert!(events.frames.try_recv().is_err(), "one user on two connections is one member");
+    assert!(out2.frames.try_recv().is_err(), "a connection that did not ask gets no presence frames");
+    tab2.set_member(None);
+    assert_eq!(next(&mut events).await, joined.replace("join", "leave"));
+    assert_eq!(next(&mut events).await, r#"{"type":"join","key":"olive.a.b.1","anonymous":2}"#);
+
+    let (mut other, _other_out) = hub.connect(16);
+    other.subscribe(p("olive.a.#"), 10).unwrap();
+    assert_eq!(other.watch_presence(&key), Err(presence::PresenceError::NotSubscribed));
 }
