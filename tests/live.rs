@@ -5,65 +5,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::live::{Ws, connect, recv, send, subscribe};
 use common::{Olive, client};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn config(live: &str) -> String {
-    format!(
-        r#"
-[server]
-access_log = false
-
-[live]
-{live}
-
-[[listener]]
-name = "http"
-kind = "http"
-bind = "127.0.0.1:0"
-
-[[listener]]
-name = "admin"
-kind = "admin"
-bind = "127.0.0.1:0"
-
-[[route]]
-path = "/olive"
-live = {{}}
-"#
-    )
-}
-
-async fn connect(olive: &Olive) -> Ws {
-    let url = format!("ws://{}/olive/ws", olive.addr("http"));
-    tokio_tungstenite::connect_async(url).await.unwrap().0
-}
-
-async fn send(ws: &mut Ws, frame: Value) {
-    ws.send(Message::text(frame.to_string())).await.unwrap();
-}
-
-/// The next text frame as JSON (pings are skipped).
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a frame in time");
-        match msg.unwrap().unwrap() {
-            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
-async fn subscribe(ws: &mut Ws, key: &str) {
-    send(ws, json!({"type": "subscribe", "key": key})).await;
-    assert_eq!(recv(ws).await, json!({"type": "subscribed", "key": key, "recovered": false}));
-}
 
 async fn http_publish(olive: &Olive, body: Value) -> reqwest::Response {
     client().post(olive.url("admin", "/olive/publish")).json(&body).send().await.unwrap()
@@ -71,7 +18,7 @@ async fn http_publish(olive: &Olive, body: Value) -> reqwest::Response {
 
 #[tokio::test]
 async fn http_publish_reaches_exact_and_pattern_subscribers() {
-    let olive = Olive::start(&config("")).await;
+    let olive = Olive::start(&common::live::config("", "")).await;
     let mut exact = connect(&olive).await;
     let mut pattern = connect(&olive).await;
     subscribe(&mut exact, "olive.notes.note.17").await;
@@ -90,7 +37,7 @@ async fn http_publish_reaches_exact_and_pattern_subscribers() {
 
 #[tokio::test]
 async fn websocket_publish_is_acked_and_delivered_in_order() {
-    let olive = Olive::start(&config("")).await;
+    let olive = Olive::start(&common::live::config("", "")).await;
     let mut reader = connect(&olive).await;
     let mut writer = connect(&olive).await;
     subscribe(&mut reader, "olive.demo.room.1").await;
@@ -113,7 +60,7 @@ async fn websocket_publish_is_acked_and_delivered_in_order() {
 
 #[tokio::test]
 async fn unsubscribe_stops_delivery() {
-    let olive = Olive::start(&config("")).await;
+    let olive = Olive::start(&common::live::config("", "")).await;
     let mut ws = connect(&olive).await;
     subscribe(&mut ws, "olive.a.b.1").await;
     send(&mut ws, json!({"type": "unsubscribe", "key": "olive.a.b.1"})).await;
@@ -125,7 +72,7 @@ async fn unsubscribe_stops_delivery() {
 
 #[tokio::test]
 async fn bad_frames_get_errors_and_the_connection_stays_up() {
-    let olive = Olive::start(&config("max_frame_bytes = 1024")).await;
+    let olive = Olive::start(&common::live::config("max_frame_bytes = 1024", "")).await;
     let mut ws = connect(&olive).await;
     for (frame, code) in [
         ("not json".to_owned(), "invalid"),
@@ -147,7 +94,7 @@ async fn bad_frames_get_errors_and_the_connection_stays_up() {
 
 #[tokio::test]
 async fn repeated_abuse_closes_with_1008() {
-    let olive = Olive::start(&config("max_invalid_frames = 3")).await;
+    let olive = Olive::start(&common::live::config("max_invalid_frames = 3", "")).await;
     let mut ws = connect(&olive).await;
     for _ in 0..4 {
         ws.send(Message::text("garbage")).await.unwrap();
@@ -166,7 +113,7 @@ async fn repeated_abuse_closes_with_1008() {
 
 #[tokio::test]
 async fn subscription_limit_is_enforced() {
-    let olive = Olive::start(&config("max_subscriptions = 2")).await;
+    let olive = Olive::start(&common::live::config("max_subscriptions = 2", "")).await;
     let mut ws = connect(&olive).await;
     subscribe(&mut ws, "olive.a.b.1").await;
     subscribe(&mut ws, "olive.a.b.2").await;
@@ -176,7 +123,7 @@ async fn subscription_limit_is_enforced() {
 
 #[tokio::test]
 async fn a_client_that_does_not_read_is_cut_off_with_1013_and_others_get_everything() {
-    let olive = Olive::start(&config("outbound_queue = 8")).await;
+    let olive = Olive::start(&common::live::config("outbound_queue = 8", "")).await;
     let mut stalled = connect(&olive).await;
     let mut healthy = connect(&olive).await;
     subscribe(&mut stalled, "olive.big.feed.1").await;
@@ -210,7 +157,7 @@ async fn a_client_that_does_not_read_is_cut_off_with_1013_and_others_get_everyth
 
 #[tokio::test]
 async fn http_publish_errors() {
-    let olive = Olive::start(&config("max_frame_bytes = 256")).await;
+    let olive = Olive::start(&common::live::config("max_frame_bytes = 256", "")).await;
     let http = client();
     let url = olive.url("admin", "/olive/publish");
     let bad = http.post(&url).body("{\"key\":\"olive.a.*\",\"data\":1}").send().await.unwrap();
@@ -227,7 +174,7 @@ async fn http_publish_errors() {
 
 #[tokio::test]
 async fn shutdown_closes_websockets_with_1001() {
-    let olive = Olive::start(&config("")).await;
+    let olive = Olive::start(&common::live::config("", "")).await;
     let mut ws = connect(&olive).await;
     subscribe(&mut ws, "olive.a.b.1").await;
     olive.begin_shutdown();
@@ -249,7 +196,7 @@ async fn recv_kind(ws: &mut Ws, kind: &str) -> Value {
 
 #[tokio::test]
 async fn presence_counts_anonymous_connections_and_reports_changes() {
-    let olive = Olive::start(&config("")).await;
+    let olive = Olive::start(&common::live::config("", "")).await;
     let key = "olive.notes.note.5";
     let mut a = connect(&olive).await;
     let mut b = connect(&olive).await;
@@ -275,7 +222,11 @@ async fn presence_counts_anonymous_connections_and_reports_changes() {
 
 #[tokio::test]
 async fn above_the_limit_presence_is_a_throttled_count() {
-    let olive = Olive::start(&config("presence_max_members = 1\npresence_count_interval = \"100ms\"")).await;
+    let olive = Olive::start(&common::live::config(
+        "presence_max_members = 1\npresence_count_interval = \"100ms\"",
+        "",
+    ))
+    .await;
     let key = "olive.notes.note.6";
     let mut a = connect(&olive).await;
     subscribe(&mut a, key).await;

@@ -5,44 +5,19 @@ mod common;
 
 use std::time::Duration;
 
+use common::live::{Ws, connect, recv_within, subscribe};
 use common::{Olive, client, rabbit};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// A node on `exchange` (one per test, so parallel tests stay apart).
 fn node_config(exchange: &str) -> String {
-    format!(
-        r#"
-[server]
-access_log = false
-
-[live]
-broker = "amqp"
-
-[live.amqp]
-exchange = "{exchange}"
-reconnect_min = "200ms"
-reconnect_max = "2s"
-
-[[listener]]
-name = "http"
-kind = "http"
-bind = "127.0.0.1:0"
-
-[[listener]]
-name = "admin"
-kind = "admin"
-bind = "127.0.0.1:0"
-
-[[route]]
-path = "/olive"
-live = {{}}
-"#
-    )
+    let live = format!(
+        "broker = \"amqp\"\n\n[live.amqp]\nexchange = \"{exchange}\"\nreconnect_min = \"200ms\"\nreconnect_max = \"2s\"\n"
+    );
+    common::live::config(&live, "")
 }
 
 fn exchange(test: &str) -> String {
@@ -61,25 +36,6 @@ async fn ready(olive: &Olive) {
     panic!("olive did not become ready (is RabbitMQ up?)");
 }
 
-async fn connect(olive: &Olive) -> Ws {
-    tokio_tungstenite::connect_async(format!("ws://{}/olive/ws", olive.addr("http"))).await.unwrap().0
-}
-
-async fn recv(ws: &mut Ws, within: Duration) -> Option<Value> {
-    loop {
-        match tokio::time::timeout(within, ws.next()).await.ok()?? {
-            Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).unwrap()),
-            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
-async fn subscribe(ws: &mut Ws, key: &str) {
-    ws.send(Message::text(json!({"type": "subscribe", "key": key}).to_string())).await.unwrap();
-    assert_eq!(recv(ws, Duration::from_secs(5)).await.unwrap()["type"], "subscribed");
-}
-
 /// The binding in RabbitMQ follows the subscribe asynchronously: publish
 /// probes through `publish` until one arrives.
 async fn until_bound<F, Fut>(ws: &mut Ws, publish: F)
@@ -89,9 +45,9 @@ where
 {
     for _ in 0..50 {
         publish().await;
-        if let Some(msg) = recv(ws, Duration::from_millis(200)).await {
+        if let Some(msg) = recv_within(ws, Duration::from_millis(200)).await {
             assert_eq!(msg["data"], "probe");
-            while recv(ws, Duration::from_millis(100)).await.is_some() {}
+            while recv_within(ws, Duration::from_millis(100)).await.is_some() {}
             return;
         }
     }
@@ -126,12 +82,12 @@ async fn a_publish_on_one_node_reaches_a_subscriber_on_another() {
     }
     let mut ids = Vec::new();
     for _ in 0..10 {
-        let ack = recv(&mut publisher, Duration::from_secs(5)).await.unwrap();
+        let ack = recv_within(&mut publisher, Duration::from_secs(5)).await.unwrap();
         assert_eq!(ack["type"], "ack", "{ack}");
         ids.push(ack["id"].as_str().unwrap().to_owned());
     }
     for i in 0..10 {
-        let msg = recv(&mut sub, Duration::from_secs(5)).await.expect("delivered through RabbitMQ");
+        let msg = recv_within(&mut sub, Duration::from_secs(5)).await.expect("delivered through RabbitMQ");
         assert_eq!(msg["key"], "olive.notes.note.1");
         assert_eq!(msg["data"]["n"], i, "in publish order");
         assert!(ids.contains(&msg["id"].as_str().unwrap().to_owned()));
@@ -171,7 +127,7 @@ conn.close()
     };
     until_bound(&mut sub, || run("probe")).await;
     run("comment").await;
-    let msg = recv(&mut sub, Duration::from_secs(5)).await.expect("delivered");
+    let msg = recv_within(&mut sub, Duration::from_secs(5)).await.expect("delivered");
     assert_eq!(
         msg,
         json!({"type": "message", "key": "olive.notes.note.7", "id": "django-42",
@@ -206,7 +162,7 @@ async fn until_present(ws: &mut Ws, key: &str, anonymous: u64, within: Duration)
     let mut last = Value::Null;
     while Instant::now() < deadline {
         ws.send(Message::text(json!({"type": "presence", "key": key}).to_string())).await.unwrap();
-        while let Some(frame) = recv(ws, Duration::from_secs(2)).await {
+        while let Some(frame) = recv_within(ws, Duration::from_secs(2)).await {
             if frame["type"] == "presence" {
                 last = frame;
                 break;
@@ -294,7 +250,7 @@ async fn a_node_that_falls_silent_expires_after_the_ttl() {
         let silent_from = Instant::now();
         ws.send(Message::text(json!({"type": "presence", "key": key}).to_string())).await.unwrap();
         let mut answer = Value::Null;
-        while let Some(frame) = recv(&mut ws, Duration::from_secs(2)).await {
+        while let Some(frame) = recv_within(&mut ws, Duration::from_secs(2)).await {
             if frame["type"] == "presence" {
                 answer = frame;
                 break;

@@ -7,60 +7,13 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::live::{Ws, config, connect, recv, send};
 use common::{Olive, Upstream, client};
-use futures_util::{SinkExt, Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 const KEY: &str = "olive.notes.note.7";
-
-fn config(live: &str, route: &str) -> String {
-    format!(
-        r#"
-[server]
-access_log = false
-
-[live]
-{live}
-
-[[listener]]
-name = "http"
-kind = "http"
-bind = "127.0.0.1:0"
-
-[[listener]]
-name = "admin"
-kind = "admin"
-bind = "127.0.0.1:0"
-
-[[route]]
-path = "/olive"
-live = {{ {route} }}
-"#
-    )
-}
-
-async fn connect(olive: &Olive) -> Ws {
-    let url = format!("ws://{}/olive/ws", olive.addr("http"));
-    tokio_tungstenite::connect_async(url).await.unwrap().0
-}
-
-async fn send(ws: &mut Ws, frame: Value) {
-    ws.send(Message::text(frame.to_string())).await.unwrap();
-}
-
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a frame in time");
-        match msg.unwrap().unwrap() {
-            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
 
 /// Nothing more arrives within a short wait.
 async fn quiet(ws: &mut Ws) {

@@ -117,7 +117,9 @@ async fn session<S>(
         let farewell = loop {
             tokio::select! {
                 frame = outbound.recv() => {
-                    let Some(frame) = frame else { break None };
+                    // The reader ended; it may have left a reason to close
+                    // (1008) just before dropping the queue's last sender.
+                    let Some(frame) = frame else { break close_rx.try_recv().ok() };
                     if sink.feed(WsMessage::Text(frame.text)).await.is_err() { break None }
                     let mut batch = 1;
                     while batch < WRITE_BATCH {

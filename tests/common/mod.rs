@@ -8,6 +8,8 @@
 //! ```
 #![allow(dead_code)] // each test binary uses a different part of the kit
 
+pub mod live;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;

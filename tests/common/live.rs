@@ -1,0 +1,73 @@
+//! Websocket clients for the live hub tests.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::Olive;
+
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// An olive with the live hub at `/olive` on listener `http`, an `admin`
+/// listener, `live` inside `[live]` and `route` inside the route's
+/// `live = { }` table.
+pub fn config(live: &str, route: &str) -> String {
+    format!(
+        r#"
+[server]
+access_log = false
+
+[[listener]]
+name = "http"
+kind = "http"
+bind = "127.0.0.1:0"
+
+[[listener]]
+name = "admin"
+kind = "admin"
+bind = "127.0.0.1:0"
+
+[[route]]
+path = "/olive"
+live = {{ {route} }}
+
+[live]
+{live}
+"#
+    )
+}
+
+pub async fn connect(olive: &Olive) -> Ws {
+    let url = format!("ws://{}/olive/ws", olive.addr("http"));
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+pub async fn send(ws: &mut Ws, frame: Value) {
+    ws.send(Message::text(frame.to_string())).await.unwrap();
+}
+
+/// The next text frame as JSON within `within` (pings skipped), or `None`.
+pub async fn recv_within(ws: &mut Ws, within: Duration) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(within, ws.next()).await.ok()?? {
+            Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).unwrap()),
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// The next text frame as JSON; a frame must come within five seconds.
+pub async fn recv(ws: &mut Ws) -> Value {
+    recv_within(ws, Duration::from_secs(5)).await.expect("a frame in time")
+}
+
+/// Subscribes to `key` and checks the `subscribed` answer.
+pub async fn subscribe(ws: &mut Ws, key: &str) {
+    send(ws, json!({"type": "subscribe", "key": key})).await;
+    let answer = recv(ws).await;
+    assert_eq!(answer["type"], "subscribed", "{answer}");
+    assert_eq!(answer["key"], key);
+}
