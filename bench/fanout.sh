@@ -30,8 +30,10 @@
 #                 Needs RabbitMQ on 127.0.0.1:5672. AMQP_LIVE_EXTRA adds lines
 #                 to the [live] table of its config.
 #   pushpin       Pushpin (Debian package, its default config apart from ports,
-#                 paths and log level) in front of bench/grip_backend.py over
-#                 WebSocket-over-HTTP; publish: its HTTP API on :5561.
+#                 paths, log level and the handler's message_rate/message_hwm
+#                 throttle, see PUSHPIN_MESSAGE_RATE) in front of
+#                 bench/grip_backend.py over WebSocket-over-HTTP; publish: its
+#                 HTTP API on :5561.
 #
 # Environment (defaults in brackets):
 #   TARGETS        [olive-memory olive-amqp pushpin]
@@ -44,6 +46,13 @@
 #   HOLD_DURATION  seconds they are held [20]
 #   SOURCE_IPS     client source addresses [127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4]
 #   CLIENT_THREADS client runtime threads, 0: one per CPU [0]
+#   CONNECT_CONCURRENCY  connection attempts in flight, olive [200]
+#   PUSHPIN_CONNECT_CONCURRENCY  the same for pushpin [20]: each websocket
+#                  open is an HTTP round trip to the GRIP backend through zurl,
+#                  and at 200 in flight pushpin answers many with 502
+#   PUSHPIN_MESSAGE_RATE  pushpin handler's message_rate and message_hwm
+#                  [1000000]; "default" keeps the package's 2500 and 25000,
+#                  which hold fan-out to about 2,000 deliveries/s
 #   PROFILE        "SUBSCRIBERSxKEYS" scenario to record olive-memory with
 #                  `perf record -g` (e.g. 10000x1), empty for none []
 #   NO_BUILD=1     skip cargo build
@@ -63,6 +72,9 @@ HOLD=${HOLD:-19000}
 HOLD_DURATION=${HOLD_DURATION:-20}
 SOURCE_IPS=${SOURCE_IPS:-127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4}
 CLIENT_THREADS=${CLIENT_THREADS:-0}
+CONNECT_CONCURRENCY=${CONNECT_CONCURRENCY:-200}
+PUSHPIN_CONNECT_CONCURRENCY=${PUSHPIN_CONNECT_CONCURRENCY:-20}
+PUSHPIN_MESSAGE_RATE=${PUSHPIN_MESSAGE_RATE:-1000000}
 PROFILE=${PROFILE:-}
 START_TIMEOUT=${START_TIMEOUT:-20}
 
@@ -86,7 +98,8 @@ has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
 for t in $TARGETS; do
   case $t in olive-memory | olive-amqp | pushpin) ;; *) die "unknown target '$t' (olive-memory, olive-amqp, pushpin)" ;; esac
 done
-for v in RATE DURATION DRAIN HOLD HOLD_DURATION CLIENT_THREADS START_TIMEOUT; do
+[[ $PUSHPIN_MESSAGE_RATE =~ ^([0-9]+|default)$ ]] || die "PUSHPIN_MESSAGE_RATE must be a number or 'default'"
+for v in RATE DURATION DRAIN HOLD HOLD_DURATION CLIENT_THREADS START_TIMEOUT CONNECT_CONCURRENCY PUSHPIN_CONNECT_CONCURRENCY; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
 for v in $SUBSCRIBERS $KEYS; do
@@ -266,8 +279,14 @@ start_pushpin() {
   # The package's config, with our ports and paths. Debian's internal.conf
   # points the proxy at a system zurl (/var/run/zurl); the runner starts
   # our own zurl in rundir instead. Log level 1 (warnings): level 2 logs
-  # every request and every publish.
-  sed -e "s|^rundir=.*|rundir=$dir/run|" \
+  # every request and every publish. The handler's message_rate (2500/s)
+  # and message_hwm (25000) throttle fan-out to ~2k deliveries/s; they are
+  # raised unless PUSHPIN_MESSAGE_RATE=default.
+  local rate_edits=()
+  if [[ $PUSHPIN_MESSAGE_RATE != default ]]; then
+    rate_edits=(-e "s|^message_rate=.*|message_rate=$PUSHPIN_MESSAGE_RATE|" -e "s|^message_hwm=.*|message_hwm=$PUSHPIN_MESSAGE_RATE|")
+  fi
+  sed "${rate_edits[@]}" -e "s|^rundir=.*|rundir=$dir/run|" \
     -e "s|^logdir=.*|logdir=$dir/log|" \
     -e "s|^http_port=.*|http_port=$PUSHPIN_PORT|" \
     -e "s|^log_level=.*|log_level=1|" \
@@ -313,7 +332,7 @@ scenario() { # TARGET SUBSCRIBERS KEYS
     pending_row "$target" "$n" "$k" > "$out"
     return
   fi
-  local ws_url publish_url client_target
+  local ws_url publish_url client_target concurrency=$CONNECT_CONCURRENCY
   case $target in
     olive-*)
       start_olive "${target#olive-}"
@@ -326,15 +345,16 @@ scenario() { # TARGET SUBSCRIBERS KEYS
       ws_url=ws://127.0.0.1:$PUSHPIN_PORT/ws
       publish_url=http://127.0.0.1:$PUSHPIN_PUBLISH_PORT/publish/
       client_target=pushpin
+      concurrency=$PUSHPIN_CONNECT_CONCURRENCY
       ;;
   esac
   local perf_pid=""
   if [[ $target == olive-memory && $PROFILE == "${n}x$k" ]]; then
-    perf record -g -o "$RESULTS/perf-$target-${n}x$k.data" -p "$SERVER_PIDS" > "$RESULTS/perf-record.log" 2>&1 &
+    perf record -F 499 -g -o "$RESULTS/perf-$target-${n}x$k.data" -p "$SERVER_PIDS" > "$RESULTS/perf-record.log" 2>&1 &
     perf_pid=$!
   fi
   log "$target: $n subscribers on $k key(s), $RATE msg/s for ${DURATION}s"
-  run_client "$out" --target "$client_target" --label "$target" --ws-url "$ws_url" --publish-url "$publish_url" \
+  run_client "$out" --connect-concurrency "$concurrency" --target "$client_target" --label "$target" --ws-url "$ws_url" --publish-url "$publish_url" \
     --subscribers "$n" --keys "$k" --rate "$RATE" --duration "$DURATION" --drain "$DRAIN" --server-pid "$SERVER_PIDS"
   if [[ -n $perf_pid ]]; then
     kill -INT "$perf_pid" 2> /dev/null || true
@@ -375,7 +395,8 @@ cp "$TMP/pushpin/pushpin.conf" "$RESULTS"/ 2> /dev/null || true
 {
   echo "$RATE msg/s for ${DURATION}s per scenario (drain ${DRAIN}s), $(nproc) CPU(s) shared by client and server," \
     "source addresses $SOURCE_IPS, open files $NOFILE; olive $(git rev-parse --short HEAD 2> /dev/null || echo '?')," \
-    "$(command -v pushpin > /dev/null && pushpin --version 2> /dev/null | head -n 1 || echo 'pushpin not installed')"
+    "$(command -v pushpin > /dev/null && pushpin --version 2> /dev/null | head -n 1 || echo 'pushpin not installed')" \
+    "(message_rate $PUSHPIN_MESSAGE_RATE)"
   echo
   echo "| target | subscribers | keys | connected | failed | published | expected | delivered | lost | deliveries/s | p50 ms | p99 ms | max ms | RSS/conn KiB |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
