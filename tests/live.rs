@@ -245,3 +245,24 @@ async fn above_the_limit_presence_is_a_throttled_count() {
     send(&mut b, json!({"type": "presence", "key": key})).await;
     assert_eq!(recv(&mut b).await, json!({"type": "presence", "key": key, "count": 4}));
 }
+
+#[tokio::test]
+async fn websocket_sessions_count_against_the_connection_limit() {
+    let config =
+        common::live::config("", "").replace("[server]", "[limits]\nmax_connections = 2\n\n[server]");
+    let olive = Olive::start(&config).await;
+    let mut first = connect(&olive).await;
+    let _second = connect(&olive).await;
+    // A third waits in the backlog while two sessions are open...
+    let third = tokio::spawn({
+        let url = format!("ws://{}/olive/ws", olive.addr("http"));
+        async move { tokio_tungstenite::connect_async(url).await.unwrap().0 }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third.is_finished(), "a third session was accepted past max_connections = 2");
+    // ...and is served once one closes.
+    first.close(None).await.unwrap();
+    while first.next().await.is_some() {}
+    let mut third = tokio::time::timeout(Duration::from_secs(5), third).await.unwrap().unwrap();
+    subscribe(&mut third, "olive.a.b.1").await;
+}

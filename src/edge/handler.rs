@@ -11,6 +11,7 @@ use std::time::Instant;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{self, Body};
@@ -84,6 +85,30 @@ pub struct HubTasks {
     pub shards: Vec<ShardInbox>,
 }
 
+/// What an upgraded connection (a live session, a tunnel) takes from the
+/// edge: the shutdown signal, the tracker the drain waits on, and the
+/// connection's place under `limits.max_connections`, held for as long as
+/// the session lives (hyper lets go of the connection at the upgrade).
+pub struct Upgrade {
+    pub shutdown: CancellationToken,
+    tracker: tokio_util::task::TaskTracker,
+    slot: Arc<OwnedSemaphorePermit>,
+}
+
+impl Upgrade {
+    /// Runs the session, tracked for the drain, holding the slot.
+    pub fn spawn<F>(self, session: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let slot = self.slot;
+        self.tracker.spawn(async move {
+            session.await;
+            drop(slot);
+        });
+    }
+}
+
 /// Facts about the connection a request arrived on.
 #[derive(Debug, Clone)]
 pub struct Conn {
@@ -94,11 +119,17 @@ pub struct Conn {
     /// than once per request (it goes into X-Forwarded-For).
     pub peer_ip: Arc<str>,
     pub tls: bool,
+    /// This connection's place under `limits.max_connections`.
+    pub slot: Arc<OwnedSemaphorePermit>,
 }
 
 impl Conn {
-    pub fn new(listener: usize, peer: SocketAddr, tls: bool) -> Conn {
-        Conn { listener, peer, peer_ip: peer.ip().to_string().into(), tls }
+    pub fn new(listener: usize, peer: SocketAddr, tls: bool, slot: OwnedSemaphorePermit) -> Conn {
+        Conn { listener, peer, peer_ip: peer.ip().to_string().into(), tls, slot: Arc::new(slot) }
+    }
+
+    fn upgrade(&self, app: &App) -> Upgrade {
+        Upgrade { shutdown: app.shutdown.clone(), tracker: app.sessions.clone(), slot: self.slot.clone() }
     }
 }
 
@@ -172,14 +203,9 @@ async fn dispatch(app: &App, conn: &Conn, req: Request<Incoming>, client: &Clien
                 .as_ref()
                 .map(|url| Target { recoverer: app.recoverer.clone(), url: url.clone() });
             return match route.1.as_str() {
-                "/ws" => crate::live::ws::upgrade(
-                    &app.hub,
-                    &app.config.live,
-                    req,
-                    app.shutdown.clone(),
-                    &app.sessions,
-                    recovery,
-                ),
+                "/ws" => {
+                    crate::live::ws::upgrade(&app.hub, &app.config.live, req, conn.upgrade(app), recovery)
+                }
                 "/sse" => {
                     crate::live::sse::serve(&app.hub, &app.config.live, req, app.shutdown.clone(), recovery)
                         .await
@@ -192,8 +218,7 @@ async fn dispatch(app: &App, conn: &Conn, req: Request<Incoming>, client: &Clien
             return static_files::serve(&parts, &route.1, dir).await;
         }
         Action::Proxy { upstream, tunnel: Some(idle), .. } if tunnel::is_websocket_upgrade(&req) => {
-            tunnel::open(&app.upstreams[*upstream], req, client, *idle, app.shutdown.clone(), &app.sessions)
-                .await
+            tunnel::open(&app.upstreams[*upstream], req, client, *idle, conn.upgrade(app)).await
         }
         Action::Proxy { upstream, compress, .. } => {
             let upstream = &app.upstreams[*upstream];

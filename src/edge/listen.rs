@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::handler::{self, App, Conn};
@@ -64,7 +64,7 @@ impl Listener {
                     continue;
                 }
             };
-            let conn = Conn::new(self.index, peer, self.tls.is_some());
+            let conn = Conn::new(self.index, peer, self.tls.is_some(), permit);
             let task = ConnTask {
                 app: self.app.clone(),
                 http: http.clone(),
@@ -72,7 +72,6 @@ impl Listener {
                 watcher: self.graceful.watcher(),
                 abort: self.abort.clone(),
                 conn,
-                _permit: permit,
             };
             self.workers.spawn(move |load| async move {
                 let _load = load;
@@ -111,7 +110,6 @@ struct ConnTask {
     watcher: Watcher,
     abort: CancellationToken,
     conn: Conn,
-    _permit: OwnedSemaphorePermit,
 }
 
 impl ConnTask {

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use crate::edge::handler::Upgrade;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::header::{self, HeaderValue};
@@ -23,7 +24,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::hub::{Connection, Hub, Kick, Outbound, Outgoing, SubscribeError};
 use super::id::MessageId;
@@ -41,8 +41,7 @@ pub fn upgrade(
     hub: &Arc<Hub>,
     config: &Live,
     mut req: Request<Incoming>,
-    shutdown: CancellationToken,
-    sessions: &TaskTracker,
+    upgrade: Upgrade,
     recovery: Option<Target>,
 ) -> Response<Body> {
     let headers = req.headers();
@@ -59,7 +58,8 @@ pub fn upgrade(
     let accept = derive_accept_key(key.as_bytes());
     let upgraded = hyper::upgrade::on(&mut req);
     let (hub, config) = (hub.clone(), config.clone());
-    sessions.spawn(async move {
+    let shutdown = upgrade.shutdown.clone();
+    upgrade.spawn(async move {
         let io = match upgraded.await {
             Ok(io) => TokioIo::new(io),
             Err(e) => return tracing::debug!(error = %e, "websocket upgrade failed"),

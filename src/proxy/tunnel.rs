@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::edge::handler::Upgrade;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -19,7 +20,6 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::{ClientInfo, ProxyError, Upstream, UpstreamAddrUsed, upstream_head};
 use crate::body::{self, Body};
@@ -44,8 +44,7 @@ pub async fn open(
     mut req: Request<Incoming>,
     client: &ClientInfo,
     idle: Duration,
-    shutdown: CancellationToken,
-    sessions: &TaskTracker,
+    upgrade: Upgrade,
 ) -> Result<Response<Body>, ProxyError> {
     let (_, peer) = upstream.pick(&[]).ok_or_else(|| ProxyError::Connect(upstream.name().to_owned()))?;
     let stream = match peer.connector.connect().await {
@@ -91,7 +90,8 @@ pub async fn open(
     }
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
     let name = upstream.name().to_owned();
-    sessions.spawn(async move {
+    let shutdown = upgrade.shutdown.clone();
+    upgrade.spawn(async move {
         let (from_client, from_upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
             Ok(pair) => pair,
             Err(e) => {
