@@ -59,7 +59,7 @@ pub fn upgrade(
     let upgraded = hyper::upgrade::on(&mut req);
     let (hub, config) = (hub.clone(), config.clone());
     let shutdown = upgrade.shutdown.clone();
-    upgrade.spawn(async move {
+    let task = async move {
         let io = match upgraded.await {
             Ok(io) => TokioIo::new(io),
             Err(e) => return tracing::debug!(error = %e, "websocket upgrade failed"),
@@ -74,7 +74,8 @@ pub fn upgrade(
             .max_frame_size(Some(config.max_frame_bytes.saturating_mul(4)));
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
         session(ws, hub, config, shutdown, recovery).await;
-    });
+    };
+    upgrade.spawn(task);
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
@@ -112,7 +113,7 @@ async fn session<S>(
 
     let done = writer_done.clone();
     let ping_interval = config.ping_interval;
-    let writer = tokio::spawn(async move {
+    let writer_task = async move {
         let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
         let farewell = loop {
             tokio::select! {
@@ -142,7 +143,8 @@ async fn session<S>(
         }
         let _ = sink.close().await;
         done.cancel();
-    });
+    };
+    let writer = tokio::spawn(writer_task);
 
     let mut invalid = 0;
     let idle = config.idle_timeout;
@@ -209,7 +211,12 @@ async fn handle(
     };
     match frame {
         ClientFrame::Subscribe { key, since } => match match since {
-            Some(since) => recover::subscribe(conn, key, &since, config.max_subscriptions, recovery).await,
+            // Boxed: the recovery path (history, maybe an HTTP request) is a
+            // large future that most sessions never run; inline, it would
+            // sit in every idle session's task.
+            Some(since) => {
+                Box::pin(recover::subscribe(conn, key, &since, config.max_subscriptions, recovery)).await
+            }
             None => conn.subscribe(key.clone(), config.max_subscriptions).map(|_| {
                 conn.send(protocol::subscribed(key.as_str(), false));
             }),
