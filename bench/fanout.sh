@@ -86,6 +86,8 @@ GRIP_PORT=18095
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() {
@@ -121,23 +123,7 @@ install_missing() {
   command -v python3 > /dev/null || missing+=(python3)
   if [[ -n $PROFILE ]] && ! command -v perf > /dev/null; then missing+=(linux-perf); fi
   ((${#missing[@]} == 0)) && return
-  log "installing ${missing[*]} with apt-get"
-  local sudo=()
-  ((EUID == 0)) || sudo=(sudo)
-  # The pushpin package starts a system pushpin (port 7999, and the fixed
-  # handler ports 5560-5563 we need) unless policy-rc.d forbids it.
-  local policy_added=0
-  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d > /dev/null
-    "${sudo[@]}" chmod 755 /usr/sbin/policy-rc.d
-    policy_added=1
-  fi
-  local rc=0
-  "${sudo[@]}" apt-get update -qq &&
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null ||
-    rc=$?
-  ((policy_added)) && "${sudo[@]}" rm -f /usr/sbin/policy-rc.d
-  ((rc == 0)) || die "apt-get install ${missing[*]} failed"
+  apt_install "${missing[@]}"
   # Should a service manager have started it anyway, stop it: it holds :5561.
   if [[ " ${missing[*]} " == *" pushpin "* ]] && command -v service > /dev/null; then
     "${sudo[@]}" service pushpin stop > /dev/null 2>&1 || true

@@ -54,6 +54,8 @@ NGINX_HTTPS_PORT=18444
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -80,23 +82,7 @@ install_missing() {
   command -v openssl > /dev/null || missing+=(openssl)
   command -v curl > /dev/null || missing+=(curl)
   ((${#missing[@]} == 0)) && return
-  log "installing ${missing[*]} with apt-get"
-  local sudo=()
-  ((EUID == 0)) || sudo=(sudo)
-  # The nginx package starts a system nginx on port 80 unless policy-rc.d
-  # forbids it; we only want the binary. Add a temporary one if there is none.
-  local policy_added=0
-  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d > /dev/null
-    "${sudo[@]}" chmod 755 /usr/sbin/policy-rc.d
-    policy_added=1
-  fi
-  local rc=0
-  "${sudo[@]}" apt-get update -qq &&
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null ||
-    rc=$?
-  ((policy_added)) && "${sudo[@]}" rm -f /usr/sbin/policy-rc.d
-  ((rc == 0)) || die "apt-get install ${missing[*]} failed"
+  apt_install "${missing[@]}"
 }
 
 install_missing
