@@ -269,3 +269,31 @@ async fn a_node_that_falls_silent_expires_after_the_ttl() {
     assert!(heard, "node A never heard the announcement");
     let _ = amqp.close(200, "done".into()).await;
 }
+
+/// `subscribed` means routed: a message published on another node right
+/// after the client heard it reaches the client, with no warm-up.
+#[tokio::test]
+async fn subscribed_means_the_binding_is_in_place() {
+    if !rabbit() {
+        return;
+    }
+    let exchange = exchange("settled");
+    let a = Olive::start(&node_config(&exchange)).await;
+    let b = Olive::start(&node_config(&exchange)).await;
+    ready(&a).await;
+    ready(&b).await;
+    let http = client();
+    for i in 0..5 {
+        let mut sub = connect(&a).await;
+        let key = format!("olive.notes.note.{i}");
+        subscribe(&mut sub, &key).await;
+        let body = json!({"key": key, "data": i});
+        assert_eq!(
+            http.post(b.url("admin", "/olive/publish")).json(&body).send().await.unwrap().status(),
+            202
+        );
+        let msg =
+            recv_within(&mut sub, Duration::from_secs(5)).await.expect("the first message after subscribed");
+        assert_eq!(msg["data"], i);
+    }
+}

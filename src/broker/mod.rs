@@ -90,4 +90,11 @@ pub trait Broker: Send + Sync {
     fn take_announcements(&self) -> Option<Announcements> {
         None
     }
+
+    /// Resolves once every `bind` and `unbind` asked for before it has
+    /// taken effect, so that a client told `subscribed` gets every message
+    /// published after that. Immediate where binding is (memory).
+    fn settled(&self) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }

@@ -33,6 +33,10 @@ use crate::body::{self, Body};
 use crate::broker::Message;
 use crate::config::Live;
 
+/// How long a subscribe waits for the broker to bind before answering
+/// anyway (RabbitMQ down: the binding is applied when it is back).
+const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Frames the writer may batch into one flush.
 const WRITE_BATCH: usize = 64;
 
@@ -217,9 +221,17 @@ async fn handle(
             Some(since) => {
                 Box::pin(recover::subscribe(conn, key, &since, config.max_subscriptions, recovery)).await
             }
-            None => conn.subscribe(key.clone(), config.max_subscriptions).map(|_| {
-                conn.send(protocol::subscribed(key.as_str(), false));
-            }),
+            None => match conn.subscribe(key.clone(), config.max_subscriptions) {
+                Ok(_) => {
+                    // `subscribed` only once the broker routes the key to this
+                    // node: a message published after the client hears it
+                    // must reach it.
+                    let _ = tokio::time::timeout(SETTLE_TIMEOUT, hub.broker().settled()).await;
+                    conn.send(protocol::subscribed(key.as_str(), false));
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
         } {
             Ok(()) => {}
             Err(SubscribeError::TooMany) => {

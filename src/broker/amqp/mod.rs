@@ -61,6 +61,9 @@ enum Command {
     /// Published in order with the presence bindings, on the
     /// supervisor's channel, unconfirmed; dropped while disconnected.
     Announce(Key, Bytes),
+    /// Answered once every command before it has been carried out
+    /// (`Broker::settled`).
+    Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The exchange presence announcements travel on, beside `exchange`.
@@ -176,6 +179,16 @@ impl Broker for AmqpBroker {
 
     fn ready(&self) -> watch::Receiver<bool> {
         self.shared.ready.subscribe()
+    }
+
+    fn settled(&self) -> BoxFuture<'static, ()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = self.commands.send(Command::Barrier(tx)).is_ok();
+        Box::pin(async move {
+            if sent {
+                let _ = rx.await;
+            }
+        })
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {

@@ -241,6 +241,9 @@ impl Supervisor {
                             bind(channel, queue, &exchange, p.as_str()).await?;
                         }
                     }
+                    Some(Command::Barrier(done)) => {
+                        let _ = done.send(());
+                    }
                     Some(Command::Unbind(p)) => {
                         if self.bound.remove(p.as_str()) {
                             channel
@@ -322,6 +325,9 @@ impl Supervisor {
                     Some(Command::BindPresence(k)) => { self.presence.insert(k.as_str().to_owned()); }
                     Some(Command::UnbindPresence(k)) => { self.presence.remove(k.as_str()); }
                     Some(Command::Announce(..)) => {}
+                    // Disconnected: the bindings are applied on reconnect,
+                    // and nothing is delivered before that anyway.
+                    Some(Command::Barrier(done)) => { let _ = done.send(()); }
                 },
             }
         }
