@@ -45,6 +45,9 @@ pub struct App {
     /// Upgraded connections (tunnels, live sessions), which hyper no longer
     /// tracks: the drain waits for them to say goodbye.
     pub sessions: tokio_util::task::TaskTracker,
+    /// Per listener, the Strict-Transport-Security value when HSTS is on,
+    /// built once instead of on every response.
+    hsts: Vec<Option<HeaderValue>>,
 }
 
 impl App {
@@ -73,7 +76,15 @@ impl App {
         let (hub, shards) = Hub::new(broker, workers, history, presence);
         let recoverer = Arc::new(Recoverer::new(live.recovery_timeout, live.recovery_max_bytes));
         let sessions = tokio_util::task::TaskTracker::new();
-        let app = App { config, router, upstreams, workers, hub, recoverer, shutdown, sessions };
+        let hsts = config
+            .listeners
+            .iter()
+            .map(|l| {
+                let value = format!("max-age={}; includeSubDomains", l.hsts?.as_secs());
+                Some(HeaderValue::from_str(&value).expect("digits are a valid header value"))
+            })
+            .collect();
+        let app = App { config, router, upstreams, workers, hub, recoverer, shutdown, sessions, hsts };
         (app, HubTasks { deliveries, shards })
     }
 }
@@ -154,20 +165,17 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Respon
             peer_text: conn.peer_ip.clone(),
             trusted,
             proto: if conn.tls { "https" } else { "http" },
-            host: host.clone(),
+            host,
             request_id: request_id.clone(),
+            log_upstream: log.is_some(),
         };
         dispatch(&app, &conn, req, &client).await
     };
 
     let headers = resp.headers_mut();
     headers.insert(&proxy::headers::X_REQUEST_ID, request_id);
-    if let Some(max_age) = listener.hsts {
-        let value = format!("max-age={}; includeSubDomains", max_age.as_secs());
-        headers.insert(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_str(&value).expect("digits are valid"),
-        );
+    if let Some(hsts) = &app.hsts[conn.listener] {
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
     }
     match log {
         Some(log) => access::finish(log, resp),
@@ -188,11 +196,12 @@ fn admin(app: &App, kind: ListenerKind, path: &str) -> Option<Response<Body>> {
 }
 
 async fn dispatch(app: &App, conn: &Conn, req: Request<Incoming>, client: &ClientInfo) -> Response<Body> {
-    let hostname = strip_port(&client.host).to_owned();
-    let path = req.uri().path().to_owned();
+    // A Uri clone shares its bytes: the route's rest borrows from it while
+    // the request itself moves on to a handler.
+    let uri = req.uri().clone();
     let version = req.version();
-    let route = match app.router.route(conn.listener, &hostname, &path) {
-        Decision::Route { route, rest } => (route, rest.to_owned()),
+    let route = match app.router.route(conn.listener, strip_port(&client.host), uri.path()) {
+        Decision::Route { route, rest } => (route, rest),
         Decision::NoPath => return text(StatusCode::NOT_FOUND, "not found\n"),
         Decision::NoHost => return status_page(app.config.unmatched_status),
     };
@@ -202,7 +211,7 @@ async fn dispatch(app: &App, conn: &Conn, req: Request<Incoming>, client: &Clien
             let recovery = recovery_url
                 .as_ref()
                 .map(|url| Target { recoverer: app.recoverer.clone(), url: url.clone() });
-            return match route.1.as_str() {
+            return match route.1 {
                 "/ws" => {
                     crate::live::ws::upgrade(&app.hub, &app.config.live, req, conn.upgrade(app), recovery)
                 }
@@ -215,7 +224,7 @@ async fn dispatch(app: &App, conn: &Conn, req: Request<Incoming>, client: &Clien
         }
         Action::Static(dir) => {
             let (parts, _) = req.into_parts();
-            return static_files::serve(&parts, &route.1, dir).await;
+            return static_files::serve(&parts, route.1, dir).await;
         }
         Action::Proxy { upstream, tunnel: Some(idle), .. } if tunnel::is_websocket_upgrade(&req) => {
             tunnel::open(&app.upstreams[*upstream], req, client, *idle, conn.upgrade(app)).await

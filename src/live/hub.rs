@@ -186,6 +186,7 @@ impl Hub {
         let mut targets = Vec::new();
         while let Some(delivery) = rx.recv().await {
             let mut kicked = Vec::new();
+            let mut delivered = 0u64;
             {
                 let mut reg = shard.registry.lock().unwrap_or_else(|e| e.into_inner());
                 targets.clear();
@@ -206,8 +207,12 @@ impl Hub {
                     targets.dedup();
                 }
                 for id in &targets {
+                    // No outlet: kicked earlier, its subscriptions go when
+                    // the connection drops.
                     let Some(outlet) = reg.outlets.get_mut(id) else { continue };
-                    if !outlet.offer(&delivery) {
+                    if outlet.offer(&delivery) {
+                        delivered += 1;
+                    } else {
                         kicked.push(*id);
                     }
                 }
@@ -215,7 +220,6 @@ impl Hub {
                     reg.kick(*id);
                 }
             }
-            let delivered = (targets.len() - kicked.len()) as u64;
             self.stats.delivered.fetch_add(delivered, Ordering::Relaxed);
             self.stats.slow_consumers.fetch_add(kicked.len() as u64, Ordering::Relaxed);
         }

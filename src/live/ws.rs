@@ -14,7 +14,7 @@ use crate::edge::handler::Upgrade;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
@@ -48,9 +48,8 @@ pub fn upgrade(
     upgrade: Upgrade,
     recovery: Option<Target>,
 ) -> Response<Body> {
+    let is_upgrade = crate::proxy::tunnel::is_websocket_upgrade(&req);
     let headers = req.headers();
-    let is_upgrade = req.method() == Method::GET
-        && headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).filter(|_| is_upgrade) else {
         return plain(StatusCode::BAD_REQUEST, "websocket upgrade expected\n");
     };

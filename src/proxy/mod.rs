@@ -63,6 +63,10 @@ pub struct ClientInfo {
     /// Host as the client named it (Host header or `:authority`), port kept.
     pub host: String,
     pub request_id: HeaderValue,
+    /// The access log is on and wants to know which address served the
+    /// request ([`UpstreamAddrUsed`]); off, the extension (an allocation
+    /// per response) is skipped.
+    pub log_upstream: bool,
 }
 
 /// Which address served a request, for the access log.
@@ -164,7 +168,9 @@ pub async fn forward(
         break result.map(|(resp, lease)| {
             let (mut parts, incoming) = resp.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers, false);
-            parts.extensions.insert(UpstreamAddrUsed(peer.label.clone()));
+            if client.log_upstream {
+                parts.extensions.insert(UpstreamAddrUsed(peer.label.clone()));
+            }
             let body = body::UpstreamBody::new(incoming, lease, started, cfg.total_timeout);
             let body = crate::body::boxed(body);
             Response::from_parts(parts, body)

@@ -24,10 +24,13 @@ use tokio_util::sync::CancellationToken;
 use super::{ClientInfo, ProxyError, Upstream, UpstreamAddrUsed, upstream_head};
 use crate::body::{self, Body};
 
-/// Whether a request asks for a websocket upgrade (RFC 6455 §4.1 over
-/// HTTP/1.1; HTTP/2's extended CONNECT is not tunnelled).
+/// Whether a request asks for a websocket upgrade (RFC 6455 §4.1: a GET
+/// over HTTP/1.1 with `Upgrade: websocket` and `Connection: upgrade`;
+/// HTTP/2's extended CONNECT is not supported). The live hub's endpoint
+/// and the tunnel both decide with this.
 pub fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
-    req.version() == Version::HTTP_11
+    req.method() == http::Method::GET
+        && req.version() == Version::HTTP_11
         && req.headers().get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
         && req
             .headers()
@@ -81,7 +84,9 @@ pub async fn open(
         .await
         .map_err(|_| ProxyError::Timeout(upstream.name().to_owned()))?
         .map_err(failed)?;
-    resp.extensions_mut().insert(UpstreamAddrUsed(peer.label.clone()));
+    if client.log_upstream {
+        resp.extensions_mut().insert(UpstreamAddrUsed(peer.label.clone()));
+    }
 
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, incoming) = resp.into_parts();

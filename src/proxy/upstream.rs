@@ -9,7 +9,7 @@
 //! failing without trying (nginx does the same).
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use super::connect::Connector;
@@ -33,6 +33,9 @@ pub struct Peer {
     pools: Vec<std::sync::Arc<Pool>>,
     pub connector: Connector,
     health: Mutex<Health>,
+    /// No failure recorded since the last success: the common case, read
+    /// without the lock on every request (both workers touch each peer).
+    clean: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -58,6 +61,7 @@ impl Upstream {
                     pools,
                     connector,
                     health: Mutex::default(),
+                    clean: AtomicBool::new(true),
                 }
             })
             .collect();
@@ -73,11 +77,15 @@ impl Upstream {
     pub fn pick(&self, exclude: &[usize]) -> Option<(usize, &Peer)> {
         let n = self.peers.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let now = Instant::now();
         let candidates = (0..n).map(|i| (start + i) % n).filter(|i| !exclude.contains(i));
+        let mut now = None;
         let mut soonest: Option<(usize, Instant)> = None;
         for i in candidates {
-            match self.peers[i].ejected_until(now) {
+            let peer = &self.peers[i];
+            if peer.clean.load(Ordering::Relaxed) {
+                return Some((i, peer));
+            }
+            match peer.ejected_until(*now.get_or_insert_with(Instant::now)) {
                 None => return Some((i, &self.peers[i])),
                 Some(until) if soonest.is_none_or(|(_, s)| until < s) => soonest = Some((i, until)),
                 Some(_) => {}
@@ -98,12 +106,17 @@ impl Upstream {
 
     /// Records the outcome of a connection attempt to `peer`.
     pub fn record(&self, peer: &Peer, connected: bool) {
+        if connected && peer.clean.load(Ordering::Relaxed) {
+            return;
+        }
         let mut h = peer.health.lock().unwrap_or_else(|e| e.into_inner());
         if connected {
             h.fails = 0;
             h.ejected_until = None;
+            peer.clean.store(true, Ordering::Relaxed);
             return;
         }
+        peer.clean.store(false, Ordering::Relaxed);
         h.fails += 1;
         if h.fails >= self.config.max_fails.max(1) {
             h.ejected_until = Some(Instant::now() + self.config.fail_timeout);
