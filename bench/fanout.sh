@@ -89,13 +89,6 @@ cd "$ROOT"
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() {
-  printf 'error: %s\n' "$*" >&2
-  exit 1
-}
-
-has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
 
 for t in $TARGETS; do
   case $t in olive-memory | olive-amqp | pushpin) ;; *) die "unknown target '$t' (olive-memory, olive-amqp, pushpin)" ;; esac
@@ -170,25 +163,9 @@ fi
 # ---------------------------------------------------------------- processes
 
 TMP=$(mktemp -d /tmp/olive-fanout.XXXXXX)
-PIDS=()
 RESULTS=$ROOT/bench/results/fanout-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$RESULTS"
 
-stop_all() {
-  local pid
-  for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2> /dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 50); do
-      kill -0 "$pid" 2> /dev/null || break
-      sleep 0.2
-    done
-    kill -KILL "$pid" 2> /dev/null || true
-    wait "$pid" 2> /dev/null || true
-  done
-  PIDS=()
-}
 
 cleanup() {
   stop_all
@@ -202,20 +179,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# wait_http NAME PID URL: until URL answers anything over HTTP.
-wait_http() {
-  local name=$1 pid=$2 url=$3 deadline=$((SECONDS + START_TIMEOUT))
-  while ((SECONDS < deadline)); do
-    kill -0 "$pid" 2> /dev/null || {
-      tail -n 20 "$TMP/$name.log" >&2 || true
-      die "$name exited during start-up (log above)"
-    }
-    [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true) != 000 ]] && return
-    sleep 0.2
-  done
-  tail -n 20 "$TMP/$name.log" >&2 || true
-  die "$name did not answer on $url within ${START_TIMEOUT}s"
-}
 
 # start_olive BROKER: a fresh olive; sets SERVER_PIDS.
 start_olive() {

@@ -1,5 +1,48 @@
-# Shared by the bench scripts (sourced, not run). The caller defines log
-# and die.
+# Shared by the bench scripts (sourced, not run): logging, the processes a
+# script starts (PIDS, their logs in $TMP/NAME.log), waiting for a server,
+# and package installs.
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
+
+PIDS=()
+
+# stop_all: TERM every started process, give each 10 s to drain, then KILL.
+stop_all() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2> /dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 50); do
+      kill -0 "$pid" 2> /dev/null || break
+      sleep 0.2
+    done
+    kill -KILL "$pid" 2> /dev/null || true
+    wait "$pid" 2> /dev/null || true
+  done
+  PIDS=()
+}
+
+# wait_http NAME PID URL [STATUS]: until URL answers (with STATUS, when
+# given), the process dies, or START_TIMEOUT passes.
+wait_http() {
+  local name=$1 pid=$2 url=$3 want=${4:-} deadline=$((SECONDS + START_TIMEOUT)) code
+  while ((SECONDS < deadline)); do
+    kill -0 "$pid" 2> /dev/null || {
+      tail -n 20 "$TMP/$name.log" >&2 || true
+      die "$name exited during start-up (log above)"
+    }
+    code=$(curl -sk -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)
+    if [[ -n $want && $code == "$want" ]] || [[ -z $want && $code != 000 ]]; then
+      return
+    fi
+    sleep 0.2
+  done
+  tail -n 20 "$TMP/$name.log" >&2 || true
+  die "$name did not answer${want:+ $want} on $url within ${START_TIMEOUT}s"
+}
 
 # Installs Debian packages without letting them start system services:
 # nginx would take port 80 and pushpin its fixed handler ports, and the

@@ -57,10 +57,7 @@ cd "$ROOT"
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
 
 for t in $TARGETS; do
   case $t in direct | olive | nginx) ;; *) die "unknown target '$t' in TARGETS (direct, olive, nginx)" ;; esac
@@ -106,19 +103,9 @@ fi
 # ---------------------------------------------------------------- processes
 
 TMP=$(mktemp -d /tmp/olive-bench.XXXXXX)
-PIDS=()
 
 cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2> /dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    # Give each process a moment to drain, then make sure it is gone.
-    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2> /dev/null || break; sleep 0.2; done
-    kill -KILL "$pid" 2> /dev/null || true
-    wait "$pid" 2> /dev/null || true
-  done
+  stop_all
   if [[ ${KEEP_TMP:-0} == 1 ]]; then
     log "kept $TMP"
   else
@@ -129,19 +116,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# wait_ready NAME PID URL: until URL answers 200, the process dies, or the timeout.
-wait_ready() {
-  local name=$1 pid=$2 url=$3 deadline=$((SECONDS + START_TIMEOUT))
-  while ((SECONDS < deadline)); do
-    kill -0 "$pid" 2> /dev/null || { tail -n 20 "$TMP/$name.log" >&2 || true; die "$name exited during start-up (log above)"; }
-    if [[ $(curl -sk -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true) == 200 ]]; then
-      return
-    fi
-    sleep 0.2
-  done
-  tail -n 20 "$TMP/$name.log" >&2 || true
-  die "$name did not answer 200 on $url within ${START_TIMEOUT}s"
-}
 
 log "certificate in $TMP"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
@@ -152,7 +126,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 log "upstream on 127.0.0.1:$UPSTREAM_PORT"
 "$UPSTREAM_BIN" --bind "127.0.0.1:$UPSTREAM_PORT" --body-bytes "$BODY_BYTES" > "$TMP/upstream.log" 2>&1 &
 PIDS+=($!)
-wait_ready upstream "$!" "http://127.0.0.1:$UPSTREAM_PORT/"
+wait_http upstream "$!" "http://127.0.0.1:$UPSTREAM_PORT/" 200
 
 if has_target nginx; then
   mkdir -p "$TMP/nginx"
@@ -226,8 +200,8 @@ EOF
   log "nginx $nginx_version on 127.0.0.1:$NGINX_HTTP_PORT and :$NGINX_HTTPS_PORT (tls)"
   "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" >> "$TMP/nginx.log" 2>&1 &
   PIDS+=($!)
-  wait_ready nginx "$!" "http://127.0.0.1:$NGINX_HTTP_PORT/"
-  wait_ready nginx "${PIDS[-1]}" "https://127.0.0.1:$NGINX_HTTPS_PORT/"
+  wait_http nginx "$!" "http://127.0.0.1:$NGINX_HTTP_PORT/" 200
+  wait_http nginx "${PIDS[-1]}" "https://127.0.0.1:$NGINX_HTTPS_PORT/" 200
 fi
 
 if has_target olive; then
@@ -262,8 +236,8 @@ EOF
   log "olive on 127.0.0.1:$OLIVE_HTTP_PORT and :$OLIVE_HTTPS_PORT (tls)"
   "$OLIVE_BIN" serve --config "$TMP/olive.toml" > "$TMP/olive.log" 2>&1 &
   PIDS+=($!)
-  wait_ready olive "$!" "http://127.0.0.1:$OLIVE_HTTP_PORT/"
-  wait_ready olive "${PIDS[-1]}" "https://127.0.0.1:$OLIVE_HTTPS_PORT/"
+  wait_http olive "$!" "http://127.0.0.1:$OLIVE_HTTP_PORT/" 200
+  wait_http olive "${PIDS[-1]}" "https://127.0.0.1:$OLIVE_HTTPS_PORT/" 200
 fi
 
 # ---------------------------------------------------------------- measure
