@@ -13,6 +13,7 @@ pub mod file;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -33,7 +34,8 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
     pub unmatched_status: StatusCode,
-    pub live: Live,
+    /// Shared by every live session (one pointer each, not a copy).
+    pub live: Arc<Live>,
     /// The validated `[live.amqp]` table: `Some` exactly when
     /// `live.broker = "amqp"` (its URL may name an environment variable
     /// that a memory-broker setup never sets).
@@ -306,7 +308,7 @@ impl Validator<'_> {
             upstreams,
             routes,
             unmatched_status,
-            live: raw.live,
+            live: Arc::new(raw.live),
             amqp,
         }
     }

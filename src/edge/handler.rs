@@ -112,11 +112,12 @@ impl Upgrade {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
+        use futures_util::FutureExt;
         let slot = self.slot;
-        self.tracker.spawn(async move {
-            session.await;
-            drop(slot);
-        });
+        // `map`, not `async move { session.await; .. }`: an async block
+        // keeps the captured future and the awaited one side by side, which
+        // doubled every idle websocket's task.
+        self.tracker.spawn(session.map(move |()| drop(slot)));
     }
 }
 

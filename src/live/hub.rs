@@ -47,10 +47,28 @@ pub enum Kick {
 
 /// One frame for a client: a `message` frame carries its message id (SSE
 /// sends it as the event's `id:`), the connection's own frames none.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
+#[derive(Debug)]
+pub struct Frame {
     pub id: Option<Arc<str>>,
     pub text: Utf8Bytes,
+}
+
+/// A frame as a connection's queue holds it: one pointer. A delivery's
+/// frame is shared by every receiver (a reference count each, no copy),
+/// and the first block of a queue (32 slots, allocated with the channel)
+/// costs 256 bytes per idle connection rather than 1.5 KiB.
+pub type Outgoing = Arc<Frame>;
+
+impl Frame {
+    /// A frame of the connection's own (subscribed, ack, error, presence).
+    pub fn own(text: Utf8Bytes) -> Outgoing {
+        Arc::new(Frame { id: None, text })
+    }
+
+    /// A `message` frame.
+    pub fn message(id: Arc<str>, text: Utf8Bytes) -> Outgoing {
+        Arc::new(Frame { id: Some(id), text })
+    }
 }
 
 /// The sending side of a connection, as the registry holds it.
@@ -71,13 +89,7 @@ pub struct Delivery {
     pub id: Arc<str>,
     /// Node-local delivery order, from the history.
     pub seq: u64,
-    pub frame: Utf8Bytes,
-}
-
-impl Delivery {
-    fn outgoing(&self) -> Outgoing {
-        Outgoing { id: Some(self.id.clone()), text: self.frame.clone() }
-    }
+    pub frame: Outgoing,
 }
 
 /// One subscription in the registry: deliveries up to `after` (a seq) are
@@ -171,6 +183,7 @@ impl Hub {
                 continue;
             };
             let seq = self.history().record(&message.key, message.id.clone(), frame.clone(), Instant::now());
+            let frame = Frame::message(message.id.clone(), frame);
             let delivery = Delivery { key: message.key, id: message.id, seq, frame };
             for shard in &self.shards {
                 let _ = shard.inbox.send(delivery.clone());
@@ -369,7 +382,7 @@ impl Connection {
     /// `false` when the queue is full: the client is not reading.
     pub fn send(&self, frame: Bytes) -> bool {
         match Utf8Bytes::try_from(frame) {
-            Ok(text) => self.queue.try_send(Outgoing { id: None, text }).is_ok(),
+            Ok(text) => self.queue.try_send(Frame::own(text)).is_ok(),
             Err(_) => true,
         }
     }
@@ -385,7 +398,7 @@ impl Outlet {
             held.push(delivery.clone());
             return true;
         }
-        self.push(delivery.outgoing())
+        self.push(delivery.frame.clone())
     }
 
     fn push(&self, frame: Outgoing) -> bool {

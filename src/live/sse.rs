@@ -13,6 +13,7 @@
 //! The stream ends with olive's shutdown, or when the client is too slow.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -24,9 +25,9 @@ use http_body_util::StreamBody;
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::hub::{Connection, Hub, Kick, Outbound, Outgoing};
+use super::hub::{self, Connection, Hub, Kick, Outbound};
 use super::key::Pattern;
 use super::protocol;
 use super::recover::{self, Target};
@@ -85,6 +86,7 @@ pub async fn serve(
 
     let mut heartbeat = tokio::time::interval_at(Instant::now() + config.sse_heartbeat, config.sse_heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let shutdown = Box::pin(shutdown.cancelled_owned());
     let state = Stream { _conn: conn, outbound: Outbound { frames, kicked }, heartbeat, shutdown };
     let events =
         futures_util::stream::unfold(state, next_chunk).map(|chunk| Ok::<_, Infallible>(Frame::data(chunk)));
@@ -102,14 +104,16 @@ struct Stream {
     _conn: Connection,
     outbound: Outbound,
     heartbeat: Interval,
-    shutdown: CancellationToken,
+    /// Made once: a fresh `cancelled()` per event would register a waiter
+    /// on the token every connection shares, under its lock, each time.
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 async fn next_chunk(mut s: Stream) -> Option<(Bytes, Stream)> {
     let chunk = tokio::select! {
         frame = s.outbound.frames.recv() => {
             let mut buf = BytesMut::new();
-            write_event(&mut buf, &frame?);
+            write_event(&mut buf, &*frame?);
             let mut batch = 1;
             while batch < WRITE_BATCH {
                 let Ok(frame) = s.outbound.frames.try_recv() else { break };
@@ -120,14 +124,14 @@ async fn next_chunk(mut s: Stream) -> Option<(Bytes, Stream)> {
         }
         _ = s.heartbeat.tick() => Bytes::from_static(b": ping\n\n"),
         Ok(Kick::SlowConsumer) = &mut s.outbound.kicked => return None,
-        _ = s.shutdown.cancelled() => return None,
+        _ = &mut s.shutdown => return None,
     };
     Some((chunk, s))
 }
 
 /// One event. Frames are single-line JSON (`hub::encode` flattens line
 /// breaks); an id that could break the framing is left out.
-fn write_event(buf: &mut BytesMut, frame: &Outgoing) {
+fn write_event(buf: &mut BytesMut, frame: &hub::Frame) {
     if let Some(id) = frame.id.as_deref().filter(|id| !id.contains(['\n', '\r', '\0'])) {
         buf.put_slice(b"id: ");
         buf.put_slice(id.as_bytes());
@@ -199,9 +203,9 @@ mod tests {
     #[test]
     fn events_carry_ids_when_safe() {
         let mut buf = BytesMut::new();
-        write_event(&mut buf, &Outgoing { id: Some("01J".into()), text: "{}".into() });
-        write_event(&mut buf, &Outgoing { id: None, text: "{\"type\":\"pong\"}".into() });
-        write_event(&mut buf, &Outgoing { id: Some("a\nb".into()), text: "{}".into() });
+        write_event(&mut buf, &hub::Frame { id: Some("01J".into()), text: "{}".into() });
+        write_event(&mut buf, &hub::Frame { id: None, text: "{\"type\":\"pong\"}".into() });
+        write_event(&mut buf, &hub::Frame { id: Some("a\nb".into()), text: "{}".into() });
         assert_eq!(&buf[..], b"id: 01J\ndata: {}\n\ndata: {\"type\":\"pong\"}\n\ndata: {}\n\n");
     }
 }

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::{Connection, Hub, Outgoing};
+use super::{Connection, Frame, Hub};
 use crate::live::key::Key;
 use crate::live::presence::{Announcement, Effects, Member, Table};
 
@@ -59,13 +59,14 @@ impl Hub {
     /// whose queue is full is a slow consumer, as for deliveries.
     fn notify(&self, key: &Key, frame: Bytes) {
         let Ok(text) = Utf8Bytes::try_from(frame) else { return };
+        let frame = Frame::own(text);
         for shard in &self.shards {
             let mut reg = shard.registry.lock().unwrap_or_else(|e| e.into_inner());
             let Some(subs) = reg.exact.get(key) else { continue };
             let watchers: Vec<_> = subs.iter().filter(|s| s.watch).map(|s| s.conn).collect();
             for id in watchers {
                 let Some(outlet) = reg.outlets.get(&id) else { continue };
-                if !outlet.push(Outgoing { id: None, text: text.clone() }) {
+                if !outlet.push(frame.clone()) {
                     reg.kick(id);
                     self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
                 }

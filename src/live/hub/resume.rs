@@ -29,7 +29,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 
-use super::{Connection, Outgoing, Sub, SubscribeError, encode};
+use super::{Connection, Frame, Outgoing, Sub, SubscribeError, encode};
 use crate::broker::Message;
 use crate::live::history::Recovery;
 use crate::live::key::Pattern;
@@ -90,7 +90,7 @@ impl Connection {
                 Recovery::Full(entries) => {
                     reg.add(&pattern, Sub { conn: self.id, after: last_seq, watch: false });
                     let mut frames = vec![self.own(protocol::subscribed(pattern.as_str(), true))];
-                    frames.extend(entries.into_iter().map(|e| Outgoing { id: Some(e.id), text: e.frame }));
+                    frames.extend(entries.into_iter().map(|e| Frame::message(e.id, e.frame)));
                     self.queue_all(&mut reg, frames);
                     Resumed::Recovered
                 }
@@ -130,17 +130,17 @@ impl Connection {
         for message in recovered.iter().flatten() {
             let Some(text) = encode(message) else { continue };
             if sent.insert(message.id.clone()) {
-                frames.push(Outgoing { id: Some(message.id.clone()), text });
+                frames.push(Frame::message(message.id.clone(), text));
             }
         }
-        frames.extend(held.into_iter().filter(|d| !sent.contains(&d.id)).map(|d| d.outgoing()));
+        frames.extend(held.into_iter().filter(|d| !sent.contains(&d.id)).map(|d| d.frame));
         self.queue_all(&mut reg, frames);
     }
 
     pub(super) fn own(&self, frame: bytes::Bytes) -> Outgoing {
         // Server frames are built from strings and JSON: always UTF-8.
         let text = tokio_tungstenite::tungstenite::Utf8Bytes::try_from(frame).unwrap_or_default();
-        Outgoing { id: None, text }
+        Frame::own(text)
     }
 
     /// Queues frames under the registry lock, so that no delivery can come
