@@ -64,9 +64,13 @@ pub const MAX_COOKIE_BYTES: usize = 8 * 1024;
 /// compressed payload at all; this bounds the damage of a bug on that side.
 pub const MAX_SESSION_BYTES: usize = 64 * 1024;
 
-/// The session keys `django.contrib.auth` sets at login.
+/// `django.contrib.auth.SESSION_KEY`: the logged-in user's primary key.
 pub const SESSION_KEY: &str = "_auth_user_id";
+/// `django.contrib.auth.BACKEND_SESSION_KEY`: the backend that logged the
+/// user in.
 pub const BACKEND_SESSION_KEY: &str = "_auth_user_backend";
+/// `django.contrib.auth.HASH_SESSION_KEY`: an HMAC of the user's password
+/// hash, which olive cannot check (see the module docs).
 pub const HASH_SESSION_KEY: &str = "_auth_user_hash";
 
 /// Django's base62 alphabet (`django.core.signing.BASE62_ALPHABET`).
@@ -196,10 +200,12 @@ impl SessionVerifier {
         Ok(SessionVerifier { keys, max_age, salt: salt.to_owned() })
     }
 
+    /// `SESSION_COOKIE_AGE`: older signatures are [`SessionError::Expired`].
     pub fn max_age(&self) -> Duration {
         self.max_age
     }
 
+    /// The signing salt, [`SIGNED_COOKIES_SALT`] unless built [`SessionVerifier::with_salt`].
     pub fn salt(&self) -> &str {
         &self.salt
     }
