@@ -8,6 +8,7 @@
 //! [`compress`], [`live`] (the live hub), [`ops`] (logs) and [`cli`].
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod body;
 pub mod broker;
 pub mod cli;
