@@ -140,6 +140,40 @@ fn the_documented_amqp_table_is_valid() {
     assert!(err.errors.iter().all(|e| !e.field.starts_with("live")), "{err}");
 }
 
+/// The errors of `config/{name}`, parsed with `env`, other than those
+/// about files that exist only on a real server.
+fn example_errors(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(name);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let errors = match Config::parse_with_env(&text, &path, env) {
+        Ok(_) => return Vec::new(),
+        Err(err) => err.errors,
+    };
+    errors
+        .into_iter()
+        .filter(|e| !(e.message.ends_with("does not exist") || e.message.ends_with("is not a directory")))
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect()
+}
+
+#[test]
+fn the_single_node_example_parses() {
+    let errors = example_errors("examples/single-node.toml", &|_| None);
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+#[test]
+fn the_cluster_node_example_parses_with_its_amqp_url_from_the_environment() {
+    let env =
+        |name: &str| (name == "OLIVE_AMQP_URL").then(|| "amqp://olive:s3cret@rabbit:5672/site".to_owned());
+    let errors = example_errors("examples/cluster-node.toml", &env);
+    assert!(errors.is_empty(), "{errors:?}");
+    // The amqp broker is on: without the variable the URL is missing.
+    let errors = example_errors("examples/cluster-node.toml", &|_| None);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("live.amqp.url_env: "), "{errors:?}");
+}
+
 #[test]
 fn the_dev_config_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dev.toml");

@@ -1,4 +1,9 @@
-//! The `olive` command line: `serve`, `check` and `dev-cert`.
+//! The `olive` command line: `serve`, `check` and `dev-cert`, and the
+//! live clients `tail` and `post` (one module each, sharing [`client`]).
+
+pub mod client;
+pub mod post;
+pub mod tail;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +14,12 @@ use crate::config::Config;
 use crate::edge::{self, Server};
 
 #[derive(Debug, Parser)]
-#[command(name = "olive", version, about = "The live-update edge for Django sites")]
+#[command(
+    name = "olive",
+    version,
+    about = "The live-update edge for Django sites",
+    after_help = "Usage errors exit 1. `olive tail --help` and `olive post --help` list the exit codes of the live clients."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -38,6 +48,12 @@ pub enum Command {
         #[arg(long = "name")]
         names: Vec<String>,
     },
+    /// Print the live messages on keys or patterns as they arrive.
+    #[command(after_help = client::EXIT_CODES)]
+    Tail(tail::Args),
+    /// Publish one message on a key and print its id once olive acked it.
+    #[command(after_help = client::EXIT_CODES)]
+    Post(post::Args),
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -74,6 +90,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("wrote {} and {}", cert.display(), key.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Tail(args) => Ok(client::block_on(tail::run(args))),
+        Command::Post(args) => Ok(client::block_on(post::run(args))),
     }
 }
 
