@@ -40,6 +40,13 @@ const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Frames the writer may batch into one flush.
 const WRITE_BATCH: usize = 64;
 
+/// Bytes of batched frames tungstenite holds before it writes to the
+/// socket. A batch (what is queued when the writer wakes) goes out in one
+/// `send()` up to this size: with 0, every frame was a syscall of its own,
+/// and a connection that fell behind never caught up cheaper. A lone frame
+/// is still written at once, by the flush that ends every batch.
+const WRITE_BUFFER: usize = 8 * 1024;
+
 /// Answers a websocket upgrade on the live route and starts the session.
 pub fn upgrade(
     hub: &Arc<Hub>,
@@ -69,8 +76,7 @@ pub fn upgrade(
         };
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(config.read_buffer_bytes)
-            // Flush per batch, not per megabyte: deliveries are latency-bound.
-            .write_buffer_size(0)
+            .write_buffer_size(WRITE_BUFFER)
             // olive answers frames up to max_frame_bytes with too_large and
             // keeps the connection; far larger ones end it (1009).
             .max_message_size(Some(config.max_frame_bytes.saturating_mul(4)))
