@@ -7,6 +7,11 @@
 //! flush. When either ends the other follows: the reader's end drops the
 //! hub connection, which closes the queue the writer drains; the writer's
 //! end cancels a token the reader watches.
+//!
+//! Every subscribe, publish and presence request is checked against the
+//! session's [`Identity`] (denials are `error` frames with `forbidden`, and
+//! the session stays); when the identity's token expires, the writer
+//! closes the session with 4401 so the client refreshes and reconnects.
 
 use std::sync::Arc;
 
@@ -29,6 +34,7 @@ use super::hub::{Connection, Hub, Kick, Outbound, Outgoing, SubscribeError};
 use super::id::MessageId;
 use super::protocol::{self, ClientFrame, ErrorCode};
 use super::recover::{self, Target};
+use crate::auth::{Auth, Identity, Stats};
 use crate::body::{self, Body};
 use crate::broker::Message;
 use crate::config::Live;
@@ -40,6 +46,16 @@ const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Frames the writer may batch into one flush.
 const WRITE_BATCH: usize = 64;
 
+/// The close code for an expired token (private-use range, RFC 6455
+/// §7.4.2): like HTTP 401, "get a new token and come back".
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4401;
+
+/// What a session acts as: who it is, and where its denials are counted.
+pub struct Session {
+    pub identity: Identity,
+    pub auth: Arc<Auth>,
+}
+
 /// Answers a websocket upgrade on the live route and starts the session.
 pub fn upgrade(
     hub: &Arc<Hub>,
@@ -47,6 +63,7 @@ pub fn upgrade(
     mut req: Request<Incoming>,
     upgrade: Upgrade,
     recovery: Option<Target>,
+    who: Session,
 ) -> Response<Body> {
     let is_upgrade = crate::proxy::tunnel::is_websocket_upgrade(&req);
     let headers = req.headers();
@@ -76,7 +93,7 @@ pub fn upgrade(
             .max_message_size(Some(config.max_frame_bytes.saturating_mul(4)))
             .max_frame_size(Some(config.max_frame_bytes.saturating_mul(4)));
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
-        session(ws, hub, config, shutdown, recovery).await;
+        session(ws, hub, config, shutdown, recovery, who).await;
     };
     upgrade.spawn(task);
     let mut resp = Response::new(body::empty());
@@ -105,11 +122,15 @@ async fn session<S>(
     config: Live,
     shutdown: CancellationToken,
     recovery: Option<Target>,
+    who: Session,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut stream) = ws.split();
     let (mut conn, Outbound { frames: mut outbound, mut kicked }) = hub.connect(config.outbound_queue);
+    conn.set_member(who.identity.member());
+    let expired = until(who.identity.expires);
+    let auth = who.auth.clone();
     let writer_done = CancellationToken::new();
     // The reader's reason to close, when it has one (abuse: 1008).
     let (close_tx, mut close_rx) = tokio::sync::oneshot::channel::<WsMessage>();
@@ -118,6 +139,7 @@ async fn session<S>(
     let ping_interval = config.ping_interval;
     let writer_task = async move {
         let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
+        tokio::pin!(expired);
         let farewell = loop {
             tokio::select! {
                 frame = outbound.recv() => {
@@ -139,6 +161,10 @@ async fn session<S>(
                 Ok(Kick::SlowConsumer) = &mut kicked => break Some(close(CloseCode::Again, "slow consumer")),
                 Ok(frame) = &mut close_rx => break Some(frame),
                 _ = shutdown.cancelled() => break Some(close(CloseCode::Away, "olive is restarting")),
+                _ = &mut expired => {
+                    Stats::add(&auth.stats.sessions_expired);
+                    break Some(close(CloseCode::from(CLOSE_TOKEN_EXPIRED), "token expired"));
+                }
             }
         };
         if let Some(frame) = farewell {
@@ -178,7 +204,7 @@ async fn session<S>(
                 conn.send(protocol::error(None, ErrorCode::TooLarge, &message));
                 false
             }
-            Some(text) => handle(&hub, &mut conn, &config, &text, recovery.as_ref()).await.is_ok(),
+            Some(text) => handle(&hub, &mut conn, &config, &text, recovery.as_ref(), &who).await.is_ok(),
         };
         if !valid {
             invalid += 1;
@@ -204,6 +230,7 @@ async fn handle(
     config: &Live,
     text: &str,
     recovery: Option<&Target>,
+    who: &Session,
 ) -> Result<(), ()> {
     let frame = match ClientFrame::parse(text) {
         Ok(frame) => frame,
@@ -212,6 +239,23 @@ async fn handle(
             return Err(());
         }
     };
+    let grants = &who.identity.grants;
+    let denied = match &frame {
+        ClientFrame::Subscribe { key, .. } => {
+            (!grants.may_subscribe(key)).then(|| (None, format!("not allowed to subscribe to {key}")))
+        }
+        ClientFrame::Publish { key, reference, .. } => (!grants.may_publish(key))
+            .then(|| (reference.as_deref(), format!("not allowed to publish on {key}"))),
+        ClientFrame::Presence { key } => {
+            (!grants.may_see_presence(key)).then(|| (None, format!("not allowed to see presence on {key}")))
+        }
+        ClientFrame::Unsubscribe { .. } | ClientFrame::Ping => None,
+    };
+    if let Some((reference, message)) = denied {
+        Stats::add(&who.auth.stats.forbidden);
+        conn.send(protocol::error(reference, ErrorCode::Forbidden, &message));
+        return Err(());
+    }
     match frame {
         ClientFrame::Subscribe { key, since } => match match since {
             // Boxed: the recovery path (history, maybe an HTTP request) is a
@@ -245,8 +289,12 @@ async fn handle(
         }
         ClientFrame::Publish { key, data, reference } => {
             let id = MessageId::new().to_string();
-            let message =
-                Message { key, id: id.clone().into(), data: Bytes::from(data.get().to_owned()), from: None };
+            let message = Message {
+                key,
+                id: id.clone().into(),
+                data: Bytes::from(data.get().to_owned()),
+                from: who.identity.from(),
+            };
             let queue = conn.queue.clone();
             let publish = hub.broker().publish(message);
             hub.stats.published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -272,4 +320,15 @@ async fn handle(
         }
     }
     Ok(())
+}
+
+/// Completes at `expires` (never when `None`).
+pub async fn until(expires: Option<std::time::SystemTime>) {
+    match expires {
+        Some(at) => {
+            let left = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+            tokio::time::sleep(left).await
+        }
+        None => std::future::pending().await,
+    }
 }
