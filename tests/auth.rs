@@ -396,3 +396,72 @@ async fn an_expiring_token_closes_the_websocket_with_4401_and_ends_the_stream() 
     // Reconnecting with the expired token is refused.
     assert_eq!(open(&olive, &format!("?token={token}"), &[]).await.err(), Some(401));
 }
+
+/// `olive token`, the real binary, against the same config.
+#[tokio::test]
+async fn olive_token_mints_what_olive_accepts() {
+    let olive = start(&hs_auth("")).await;
+    let config = olive.dir.path().join("olive.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_olive"))
+        .args(["token", "--config", config.to_str().unwrap(), "--user", "9", "--name", "Bo"])
+        .args([
+            "--subscribe",
+            "olive.notes.#",
+            "--subscribe",
+            "olive.chat.#",
+            "--publish",
+            "olive.chat.room.1",
+        ])
+        .args(["--ttl", "60"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let mut ws = bearer(&olive, &token).await;
+    subscribe(&mut ws, "olive.notes.note.1").await;
+    subscribe(&mut ws, "olive.chat.room.1").await;
+    send(&mut ws, json!({"type": "publish", "key": "olive.chat.room.1", "data": 1})).await;
+    let mut got = [recv(&mut ws).await, recv(&mut ws).await];
+    got.sort_by_key(|f| f["type"].as_str().unwrap().to_owned());
+    assert_eq!(got[1]["from"], json!({"user": "9", "name": "Bo"}));
+    forbidden(&mut ws, json!({"type": "publish", "key": "olive.chat.room.2", "data": 1})).await;
+
+    // An asymmetric key needs its private half; a bad pattern is refused.
+    let fail = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_olive"))
+            .args(["token", "--config", config.to_str().unwrap(), "--user", "9"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8(out.stderr).unwrap()
+    };
+    assert!(fail(&["--subscribe", "olive..x"]).contains("grants"));
+    assert!(fail(&["--kid", "nope"]).contains("nope"));
+}
+
+#[tokio::test]
+async fn olive_token_signs_asymmetric_keys_with_the_private_key_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    std::fs::write(dir.path().join("ed.pem"), key.public_key_pem()).unwrap();
+    std::fs::write(dir.path().join("ed-private.pem"), key.serialize_pem()).unwrap();
+    let auth = "[[auth.key]]\nkid = \"ed\"\nalgorithm = \"EdDSA\"\npublic_key_file = \"ed.pem\"\n";
+    let olive = Olive::start_in(dir, &config_auth("", "", auth)).await;
+    let config = olive.dir.path().join("olive.toml");
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_olive"))
+            .args(["token", "--config", config.to_str().unwrap(), "--user", "1", "--subscribe", "olive.#"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let without = run(&[]);
+    assert!(!without.status.success());
+    assert!(String::from_utf8_lossy(&without.stderr).contains("--private-key"));
+    let private = olive.dir.path().join("ed-private.pem");
+    let with = run(&["--private-key", private.to_str().unwrap()]);
+    assert!(with.status.success(), "{}", String::from_utf8_lossy(&with.stderr));
+    let token = String::from_utf8(with.stdout).unwrap().trim().to_owned();
+    subscribe(&mut bearer(&olive, &token).await, "olive.a.b.1").await;
+}
