@@ -2,7 +2,9 @@
 //!
 //! - [`token`]: verifying the JWTs Django mints (and `olive token`);
 //! - [`grants`]: the key patterns an identity may subscribe to, publish
-//!   on and see presence of, and the checks.
+//!   on and see presence of, and the checks;
+//! - [`rabbit`]: RabbitMQ's HTTP auth backend, so that programs speaking
+//!   AMQP directly get exactly their token's grants.
 //!
 //! [`Auth::authenticate`] turns a request into an [`Identity`]: the token
 //! from `Authorization: Bearer`, `?token=` or the `olive_token` cookie (in
@@ -19,6 +21,7 @@
 //! [`Identity`].
 
 pub mod grants;
+pub mod rabbit;
 pub mod token;
 
 use std::sync::Arc;
@@ -156,6 +159,8 @@ pub struct Auth {
     config: config::Auth,
     verifier: Verifier,
     anonymous: Arc<Grants>,
+    /// AMQP users logged in with a token ([`rabbit`]).
+    pub amqp_users: rabbit::Users,
     pub stats: Stats,
 }
 
@@ -164,6 +169,7 @@ impl Auth {
         Auth {
             verifier: Verifier::new(config),
             anonymous: Arc::new(config.anonymous.clone()),
+            amqp_users: rabbit::Users::new(config.amqp_max_users),
             config: config.clone(),
             stats: Stats::default(),
         }
@@ -228,12 +234,17 @@ impl Auth {
     }
 
     /// The admin listener's own check: with `admin_token` configured, a
-    /// request must carry it as `Authorization: Bearer`; without, the
-    /// listener is trusted by its position.
+    /// request must carry it as `Authorization: Bearer`, or as the password
+    /// of `Basic` (RabbitMQ's HTTP auth backend sends the user info of its
+    /// URLs that way: `http://rabbitmq:TOKEN@host/rabbitmq/auth/user`);
+    /// without, the listener is trusted by its position.
     pub fn check_admin(&self, headers: &HeaderMap) -> Result<(), Refusal> {
         let Some(want) = &self.config.admin_token else { return Ok(()) };
-        let given = bearer(headers).unwrap_or("");
-        if constant_time_eq(given.as_bytes(), &want.0) {
+        let given = bearer(headers)
+            .map(|t| t.as_bytes().to_vec())
+            .or_else(|| basic_password(headers))
+            .unwrap_or_default();
+        if constant_time_eq(&given, &want.0) {
             Ok(())
         } else {
             let refusal = Refusal::Admin;
@@ -260,6 +271,19 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+/// The password of `Authorization: Basic base64(user:password)` (RFC 7617).
+fn basic_password(headers: &HeaderMap) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    Some(decoded[colon + 1..].to_vec())
 }
 
 fn query_param(query: &str, name: &str) -> Option<String> {
@@ -388,6 +412,8 @@ mod tests {
         config.admin_token = Some(config::Secret(b"s3cret".to_vec()));
         let auth = Auth::new(&config);
         assert!(auth.check_admin(&headers(&[("authorization", "Bearer s3cret")])).is_ok());
+        // rabbitmq:s3cret, as RabbitMQ sends a URL's user info.
+        assert!(auth.check_admin(&headers(&[("authorization", "Basic cmFiYml0bXE6czNjcmV0")])).is_ok());
         assert_eq!(auth.check_admin(&headers(&[("authorization", "Bearer s3cre")])), Err(Refusal::Admin));
         assert_eq!(auth.check_admin(&HeaderMap::new()), Err(Refusal::Admin));
         assert_eq!(auth.stats.admin.load(Ordering::Relaxed), 2);

@@ -169,6 +169,11 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Respon
             }
             Err(refusal) => refused(&refusal),
         }
+    } else if listener.kind == ListenerKind::Admin && req.uri().path().starts_with(auth::rabbit::PREFIX) {
+        match app.auth.check_admin(req.headers()) {
+            Ok(()) => auth::rabbit::handle(&app.auth, &app.config.live.amqp.exchange, req).await,
+            Err(refusal) => refused(&refusal),
+        }
     } else {
         let client = ClientInfo {
             peer: conn.peer.ip(),
