@@ -89,16 +89,26 @@ pub async fn serve(
 
     let (mut conn, Outbound { frames, kicked }) = hub.connect(config.outbound_queue);
     conn.set_member(who.identity.member());
+    // Too many keys was refused above, so subscribing cannot fail.
+    let mut plain = Vec::new();
     for key in query.keys {
-        // Too many keys was refused above, so subscribing cannot fail.
-        let _ = match &since {
+        match &since {
             Some(since) => {
-                recover::subscribe(&mut conn, key, since, config.max_subscriptions, recovery.as_ref()).await
+                let max = config.max_subscriptions;
+                let _ = recover::subscribe(&mut conn, key, since, max, recovery.as_ref()).await;
             }
-            None => conn.subscribe(key.clone(), config.max_subscriptions).map(|_| {
-                conn.send(protocol::subscribed(key.as_str(), false));
-            }),
-        };
+            None => {
+                if conn.subscribe(key.clone(), config.max_subscriptions).is_ok() {
+                    plain.push(key);
+                }
+            }
+        }
+    }
+    if !plain.is_empty() {
+        conn.settled().await;
+        for key in plain {
+            conn.send(protocol::subscribed(key.as_str(), false));
+        }
     }
 
     let mut heartbeat = tokio::time::interval_at(Instant::now() + config.sse_heartbeat, config.sse_heartbeat);

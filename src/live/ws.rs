@@ -39,10 +39,6 @@ use crate::body::{self, Body};
 use crate::broker::Message;
 use crate::config::Live;
 
-/// How long a subscribe waits for the broker to bind before answering
-/// anyway (RabbitMQ down: the binding is applied when it is back).
-const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Frames the writer may batch into one flush.
 const WRITE_BATCH: usize = 64;
 
@@ -282,7 +278,7 @@ async fn handle(
                     // `subscribed` only once the broker routes the key to this
                     // node: a message published after the client hears it
                     // must reach it.
-                    let _ = tokio::time::timeout(SETTLE_TIMEOUT, hub.broker().settled()).await;
+                    conn.settled().await;
                     conn.send(protocol::subscribed(key.as_str(), false));
                     Ok(())
                 }
