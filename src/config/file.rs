@@ -354,6 +354,12 @@ pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(5 * 60);
 /// 10k busy keys at ~30 KiB is the worst case of ~300 MiB, and in practice
 /// most rings hold a handful of messages.
 pub const DEFAULT_HISTORY_MAX_KEYS: usize = 10_000;
+/// How long a key stays bound (and its history kept) after its last local
+/// subscriber leaves. A page reload or a phone switching networks comes
+/// back within seconds, and finds its messages in the history rather than
+/// asking the upstream; a lingering key costs one broker binding and the
+/// deliveries nobody reads meanwhile.
+pub const DEFAULT_HISTORY_LINGER: Duration = Duration::from_secs(30);
 /// SSE heartbeat comment interval: proxies and load balancers commonly
 /// close HTTP responses idle for 30-60s.
 pub const DEFAULT_SSE_HEARTBEAT: Duration = Duration::from_secs(15);
@@ -397,6 +403,8 @@ pub struct Live {
     pub history_ttl: Duration,
     pub history_max_keys: usize,
     #[serde(with = "humantime_serde")]
+    pub history_linger: Duration,
+    #[serde(with = "humantime_serde")]
     pub sse_heartbeat: Duration,
     #[serde(with = "humantime_serde")]
     pub recovery_timeout: Duration,
@@ -425,6 +433,7 @@ impl Default for Live {
             history_size: DEFAULT_HISTORY_SIZE,
             history_ttl: DEFAULT_HISTORY_TTL,
             history_max_keys: DEFAULT_HISTORY_MAX_KEYS,
+            history_linger: DEFAULT_HISTORY_LINGER,
             sse_heartbeat: DEFAULT_SSE_HEARTBEAT,
             recovery_timeout: DEFAULT_RECOVERY_TIMEOUT,
             recovery_max_bytes: DEFAULT_RECOVERY_MAX_BYTES,

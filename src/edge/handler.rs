@@ -70,6 +70,7 @@ impl App {
             size: live.history_size,
             ttl: live.history_ttl,
             max_keys: live.history_max_keys,
+            linger: live.history_linger,
         };
         let presence = presence::Limits {
             heartbeat: live.presence_heartbeat,

@@ -49,6 +49,9 @@ pub struct Limits {
     pub size: usize,
     pub ttl: Duration,
     pub max_keys: usize,
+    /// How long a key stays bound after its last subscriber left
+    /// (`Hub` keeps it; the history just goes on recording).
+    pub linger: Duration,
 }
 
 struct Ring {
@@ -166,7 +169,7 @@ mod tests {
     use super::*;
 
     fn limits(size: usize, ttl: u64, max_keys: usize) -> Limits {
-        Limits { size, ttl: Duration::from_secs(ttl), max_keys }
+        Limits { size, ttl: Duration::from_secs(ttl), max_keys, linger: Duration::ZERO }
     }
 
     fn key(s: &str) -> Key {

@@ -11,7 +11,9 @@
 //!
 //! The hub also counts, across shards, how many local subscriptions want
 //! each pattern, and binds it in the broker on the first and unbinds it
-//! after the last.
+//! after the last, once it has lingered (`history_linger`) with nobody
+//! coming back: a client that reconnects within it resumes from the
+//! history.
 //!
 //! Presence (who is on an exact key, across nodes) is kept in step with
 //! the exact subscriptions here and lives in [`presence`].
@@ -126,12 +128,23 @@ pub struct Stats {
 pub struct Hub {
     broker: Arc<dyn Broker>,
     shards: Vec<Arc<Shard>>,
-    interest: Mutex<HashMap<Pattern, usize>>,
+    interest: Mutex<HashMap<Pattern, Interest>>,
+    /// How long a pattern stays bound after its last subscription.
+    linger: std::time::Duration,
     history: Mutex<History>,
     presence: Mutex<Table>,
     presence_limits: table::Limits,
     next_conn: AtomicU64,
     pub stats: Stats,
+}
+
+/// Local subscriptions that want one pattern bound.
+#[derive(Debug, Default)]
+struct Interest {
+    count: usize,
+    /// Bumped each time the count falls to 0: the unbind scheduled then
+    /// goes ahead only if nothing happened since.
+    released: u64,
 }
 
 /// Receivers that must be driven on their workers: `Hub::run_shard`.
@@ -158,6 +171,7 @@ impl Hub {
             broker,
             shards,
             interest: Mutex::default(),
+            linger: history.linger,
             history: Mutex::new(History::new(history)),
             presence: Mutex::new(Table::new(table::node_id(), presence)),
             presence_limits: presence,
@@ -259,35 +273,55 @@ impl Hub {
 
     fn add_interest(&self, pattern: &Pattern) {
         let mut interest = self.interest.lock().unwrap_or_else(|e| e.into_inner());
-        let count = interest.entry(pattern.clone()).or_insert(0);
-        *count += 1;
-        if *count == 1 {
+        let entry = interest.entry(pattern.clone()).or_insert_with(|| {
             self.broker.bind(pattern);
+            Interest::default()
+        });
+        // Back within the linger: still bound, the history intact.
+        entry.count += 1;
+    }
+
+    fn remove_interest(self: &Arc<Self>, pattern: &Pattern) {
+        let mut interest = self.interest.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = interest.get_mut(pattern) else { return };
+        entry.count -= 1;
+        if entry.count > 0 {
+            return;
+        }
+        entry.released += 1;
+        let released = entry.released;
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if !self.linger.is_zero() => {
+                let (hub, pattern) = (self.clone(), pattern.clone());
+                runtime.spawn(async move {
+                    tokio::time::sleep(hub.linger).await;
+                    let mut interest = hub.interest.lock().unwrap_or_else(|e| e.into_inner());
+                    if interest.get(&pattern).is_some_and(|e| e.count == 0 && e.released == released) {
+                        hub.unbind(&mut interest, &pattern);
+                    }
+                });
+            }
+            _ => self.unbind(&mut interest, pattern),
         }
     }
 
-    fn remove_interest(&self, pattern: &Pattern) {
-        let mut interest = self.interest.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = interest.get_mut(pattern) {
-            *count -= 1;
-            if *count == 0 {
-                interest.remove(pattern);
-                // From here on this node misses messages on the pattern:
-                // its history can no longer vouch for what came before.
-                self.history().forget(pattern);
-                self.broker.unbind(pattern);
-            }
-        }
+    fn unbind(&self, interest: &mut HashMap<Pattern, Interest>, pattern: &Pattern) {
+        interest.remove(pattern);
+        // From here on this node misses messages on the pattern: its
+        // history can no longer vouch for what came before.
+        self.history().forget(pattern);
+        self.broker.unbind(pattern);
     }
 
     fn history(&self) -> std::sync::MutexGuard<'_, History> {
         self.history.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Patterns bound in the broker, with their local subscription counts.
+    /// Patterns bound in the broker, with their local subscription counts
+    /// (0 while one lingers).
     pub fn interest(&self) -> Vec<(Pattern, usize)> {
         let interest = self.interest.lock().unwrap_or_else(|e| e.into_inner());
-        interest.iter().map(|(p, n)| (p.clone(), *n)).collect()
+        interest.iter().map(|(p, i)| (p.clone(), i.count)).collect()
     }
 }
 

@@ -358,7 +358,12 @@ mod tests {
         let (io, _peer) = tokio::io::duplex(64);
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let history = crate::live::history::Limits { size: 1, ttl: Duration::from_secs(1), max_keys: 1 };
+        let history = crate::live::history::Limits {
+            size: 1,
+            ttl: Duration::ZERO,
+            max_keys: 1,
+            linger: Duration::ZERO,
+        };
         let presence = crate::live::presence::Limits {
             heartbeat: Duration::from_secs(10),
             ttl: Duration::from_secs(30),

@@ -1,5 +1,6 @@
 use super::*;
 use crate::broker::memory::MemoryBroker;
+use crate::live::history::Limits;
 use std::sync::Mutex as StdMutex;
 
 /// A broker that records bind/unbind calls.
@@ -140,7 +141,12 @@ fn non_json_data_is_not_delivered() {
 }
 
 fn limits() -> crate::live::history::Limits {
-    crate::live::history::Limits { size: 10, ttl: std::time::Duration::from_secs(60), max_keys: 100 }
+    crate::live::history::Limits {
+        size: 10,
+        ttl: std::time::Duration::from_secs(60),
+        max_keys: 100,
+        linger: std::time::Duration::ZERO,
+    }
 }
 
 /// Ids of the frames queued so far, `subscribed:BOOL` for subscribed.
@@ -248,4 +254,37 @@ async fn named_members_at_the_hub() {
     let (mut other, _other_out) = hub.connect(16);
     other.subscribe(p("olive.a.#"), 10).unwrap();
     assert_eq!(other.watch_presence(&key), Err(presence::PresenceError::NotSubscribed));
+}
+
+/// A lone viewer who reloads: its key lingers bound, the messages it
+/// missed meanwhile are in the history, and only a longer absence unbinds.
+#[tokio::test(start_paused = true)]
+async fn a_key_lingers_after_its_last_subscriber_so_a_reload_resumes() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let broker = Arc::new(MemoryBroker::new(tx));
+    let linger = std::time::Duration::from_secs(30);
+    let (hub, inboxes) = Hub::new(broker.clone(), 1, Limits { linger, ..limits() }, presence_limits());
+    tokio::spawn(hub.clone().run_deliveries(rx));
+    for inbox in inboxes {
+        tokio::spawn(hub.clone().run_shard(inbox));
+    }
+    let (mut viewer, _out) = hub.connect(64);
+    viewer.subscribe(p("olive.a.b.1"), 10).unwrap();
+    broker.publish(message("olive.a.b.1", "m1")).await.unwrap();
+    while hub.history().last_seq() < 1 {
+        tokio::task::yield_now().await;
+    }
+    drop(viewer);
+    broker.publish(message("olive.a.b.1", "m2")).await.unwrap();
+    tokio::time::sleep(linger / 2).await;
+    assert_eq!(hub.interest(), [(p("olive.a.b.1"), 0)], "still bound while it lingers");
+
+    let (mut back, mut out) = hub.connect(64);
+    assert!(matches!(back.resume(p("olive.a.b.1"), "m1", 10, false), Ok(resume::Resumed::Recovered)));
+    assert_eq!(drain(&mut out), ["subscribed:true", "m2"]);
+    drop(back);
+    tokio::time::sleep(linger / 2).await;
+    assert_eq!(hub.interest().len(), 1, "the first linger's unbind is void: the key was wanted again");
+    tokio::time::sleep(linger).await;
+    assert!(hub.interest().is_empty(), "unbound once it lingered with nobody back");
 }
