@@ -222,6 +222,11 @@ async fn dispatch(app: &App, conn: &Conn, req: Request<Incoming>, client: &Clien
         Decision::NoPath => return text(StatusCode::NOT_FOUND, "not found\n"),
         Decision::NoHost => return status_page(app.config.unmatched_status),
     };
+    if crate::live::ws::is_extended_connect(&req) && !matches!(route.0.action, Action::Live { .. }) {
+        // An upstream would read it as an HTTP/1.1 CONNECT (RFC 8441 has
+        // no HTTP/1.1 form); websocket routes to upstreams are HTTP/1.1.
+        return text(StatusCode::NOT_IMPLEMENTED, "websockets over HTTP/2 are served on live routes only\n");
+    }
     let limits = &app.config.limits;
     let result = match &route.0.action {
         Action::Live { recovery_url } => {

@@ -99,6 +99,8 @@ fn http_builder(app: &App) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        // Websockets over HTTP/2 (RFC 8441), on live routes.
+        .enable_connect_protocol()
         .max_header_list_size(limits.max_header_bytes as u32);
     builder
 }

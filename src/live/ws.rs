@@ -1,6 +1,9 @@
 //! The websocket endpoint of the live hub (`{route}/ws`), protocol v1.
 //!
-//! The upgrade is answered here (RFC 6455 §4.2.2); the session then runs
+//! The opening handshake is answered here: an HTTP/1.1 upgrade (RFC 6455
+//! §4.2.2, `101` with `Sec-WebSocket-Accept`) or, over HTTP/2, an extended
+//! CONNECT with `:protocol = websocket` (RFC 8441 §4-5, `200`, no key and
+//! no accept: the stream is the connection). The session then runs
 //! as two tasks on the connection's worker. The reader parses client
 //! frames and acts on them; the writer owns the socket's sending half and
 //! drains the connection's bounded queue, batching what is queued into one
@@ -68,17 +71,22 @@ pub fn upgrade(
     recovery: Option<Target>,
     who: Session,
 ) -> Response<Body> {
-    let is_upgrade = crate::proxy::tunnel::is_websocket_upgrade(&req);
     let headers = req.headers();
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).filter(|_| is_upgrade) else {
-        return plain(StatusCode::BAD_REQUEST, "websocket upgrade expected\n");
+    // `None`: RFC 8441, nothing to accept.
+    let accept = if is_extended_connect(&req) {
+        None
+    } else {
+        let is_upgrade = crate::proxy::tunnel::is_websocket_upgrade(&req);
+        let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).filter(|_| is_upgrade) else {
+            return plain(StatusCode::BAD_REQUEST, "websocket upgrade expected\n");
+        };
+        Some(derive_accept_key(key.as_bytes()))
     };
     if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13") {
         let mut resp = plain(StatusCode::UPGRADE_REQUIRED, "websocket version 13 expected\n");
         resp.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
         return resp;
     }
-    let accept = derive_accept_key(key.as_bytes());
     let upgraded = hyper::upgrade::on(&mut req);
     let (hub, config) = (hub.clone(), config.clone());
     let shutdown = upgrade.shutdown.clone();
@@ -101,12 +109,22 @@ pub fn upgrade(
     };
     upgrade.spawn(task);
     let mut resp = Response::new(body::empty());
+    let Some(accept) = accept else {
+        return resp; // 200: the HTTP/2 stream carries the websocket from here
+    };
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept).expect("base64 is a valid header"));
     resp
+}
+
+/// An HTTP/2 extended CONNECT for a websocket (RFC 8441 §4): olive's
+/// HTTP/2 settings announce `SETTINGS_ENABLE_CONNECT_PROTOCOL`.
+pub fn is_extended_connect<B>(req: &Request<B>) -> bool {
+    req.method() == http::Method::CONNECT
+        && req.extensions().get::<hyper::ext::Protocol>().is_some_and(|p| p.as_str() == "websocket")
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {

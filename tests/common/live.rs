@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::Olive;
@@ -56,12 +57,18 @@ pub async fn connect(olive: &Olive) -> Ws {
     tokio_tungstenite::connect_async(url).await.unwrap().0
 }
 
-pub async fn send(ws: &mut Ws, frame: Value) {
+/// Any websocket: over HTTP/1.1 ([`Ws`]) or over an HTTP/2 stream.
+pub type AnyWs<S> = tokio_tungstenite::WebSocketStream<S>;
+
+pub async fn send<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut AnyWs<S>, frame: Value) {
     ws.send(Message::text(frame.to_string())).await.unwrap();
 }
 
 /// The next text frame as JSON within `within` (pings skipped), or `None`.
-pub async fn recv_within(ws: &mut Ws, within: Duration) -> Option<Value> {
+pub async fn recv_within<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut AnyWs<S>,
+    within: Duration,
+) -> Option<Value> {
     loop {
         match tokio::time::timeout(within, ws.next()).await.ok()?? {
             Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).unwrap()),
@@ -72,12 +79,12 @@ pub async fn recv_within(ws: &mut Ws, within: Duration) -> Option<Value> {
 }
 
 /// The next text frame as JSON; a frame must come within five seconds.
-pub async fn recv(ws: &mut Ws) -> Value {
+pub async fn recv<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut AnyWs<S>) -> Value {
     recv_within(ws, Duration::from_secs(5)).await.expect("a frame in time")
 }
 
 /// Subscribes to `key` and checks the `subscribed` answer.
-pub async fn subscribe(ws: &mut Ws, key: &str) {
+pub async fn subscribe<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut AnyWs<S>, key: &str) {
     send(ws, json!({"type": "subscribe", "key": key})).await;
     let answer = recv(ws).await;
     assert_eq!(answer["type"], "subscribed", "{answer}");
