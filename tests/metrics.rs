@@ -183,12 +183,38 @@ impl Scrape {
     }
 }
 
-async fn scrape(olive: &Olive) -> Scrape {
+async fn scrape_text(olive: &Olive) -> String {
     let resp = client().get(olive.url("admin", "/metrics")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let content_type = resp.headers()["content-type"].to_str().unwrap().to_owned();
     assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
-    parse(&resp.text().await.unwrap())
+    resp.text().await.unwrap()
+}
+
+async fn scrape(olive: &Olive) -> Scrape {
+    parse(&scrape_text(olive).await)
+}
+
+/// Prometheus' own linter (`promtool check metrics`, in Debian's
+/// `prometheus` package), where it is installed: a second opinion on the
+/// format and the naming conventions. Skipped without it.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("promtool not installed: skipped its check");
+        return;
+    };
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics:\n{said}");
 }
 
 /// Scrapes until `done` holds (counters are bumped right after the work
@@ -354,6 +380,8 @@ static.root = "{{dir}}/static"
     assert_eq!(s.get("olive_broker_connected", &[("broker", "memory")]), 1.0);
     assert_eq!(s.get("olive_broker_reconnects_total", &[]), 0.0);
 
+    promtool_check(&scrape_text(&olive).await);
+
     // No label anywhere carries a raw path or query.
     for sample in &s.samples {
         for value in sample.labels.values() {
@@ -434,6 +462,7 @@ async fn websocket_sse_publish_delivery_and_history_are_counted() {
     assert_eq!(s.get("olive_live_history_lookups_total", &[("result", "hit")]), 1.0);
     assert_eq!(s.get("olive_live_history_lookups_total", &[("result", "miss")]), 1.0);
     assert_eq!(s.get("olive_live_subscriptions", &[]), 4.0);
+    promtool_check(&scrape_text(&olive).await);
 
     // Everyone leaves: the gauges come back down.
     drop((reader, writer, events));
