@@ -210,6 +210,10 @@ bind = "127.0.0.1:$OLIVE_ADMIN_PORT"
 [[route]]
 path = "/olive"
 live = {}
+
+# The bench clients subscribe without tokens; publishing is on the admin listener.
+[auth.anonymous]
+subscribe = ["olive.bench.#"]
 EOF
   "$OLIVE_BIN" serve --config "$TMP/olive-$broker.toml" >> "$TMP/olive.log" 2>&1 &
   PIDS+=($!)

@@ -2,7 +2,7 @@
 //!
 //! One process at the public edge: TLS termination, a reverse proxy to
 //! Django, static files and websocket tunnels. The modules follow the parts
-//! of the design: [`config`] (what to do), [`router`] (which route serves a
+//! of the design: [`config`] (what to do), [`auth`] (who may do what), [`router`] (which route serves a
 //! request), [`edge`] (listeners, TLS, the per-request entry point and
 //! shutdown), [`proxy`] (upstreams and tunnels), [`static_files`],
 //! [`compress`], [`live`] (the live hub), [`ops`] (logs) and [`cli`].

@@ -182,9 +182,13 @@ async fn tls_olive() -> (Olive, std::path::PathBuf) {
     ca.issue(dir.path(), "site", &["localhost"]);
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca.pem()).unwrap();
-    let toml = r#"
+    let toml = format!(
+        r#"
 [server]
 access_log = false
+
+[auth]
+{open}
 
 [[listener]]
 name = "https"
@@ -192,14 +196,16 @@ kind = "https"
 bind = "127.0.0.1:0"
 
 [[certificate]]
-cert = "{dir}/site-cert.pem"
-key = "{dir}/site-key.pem"
+cert = "{{dir}}/site-cert.pem"
+key = "{{dir}}/site-key.pem"
 
 [[route]]
 path = "/olive"
-live = {}
-"#;
-    (Olive::start_in(dir, toml).await, ca_file)
+live = {{}}
+"#,
+        open = common::live::OPEN
+    );
+    (Olive::start_in(dir, &toml).await, ca_file)
 }
 
 #[tokio::test]

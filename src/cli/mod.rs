@@ -1,5 +1,5 @@
-//! The `olive` command line: `serve`, `check` and `dev-cert`, and the
-//! live clients `tail` and `post` (one module each, sharing [`client`]).
+//! The `olive` command line: `serve`, `check`, `token` and `dev-cert`, and
+//! the live clients `tail` and `post` (one module each, sharing [`client`]).
 
 pub mod client;
 pub mod post;
@@ -10,6 +10,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::auth::grants::RawGrants;
+use crate::auth::token::Mint;
 use crate::config::Config;
 use crate::edge::{self, Server};
 
@@ -37,6 +39,40 @@ pub enum Command {
     Check {
         #[arg(long, short, default_value = "config/olive.toml")]
         config: PathBuf,
+    },
+    /// Print a token signed with the configured key (the first
+    /// [[auth.key]], or --kid), for tests and operators.
+    Token {
+        #[arg(long, short, default_value = "config/olive.toml")]
+        config: PathBuf,
+        /// The subject: the Django user id.
+        #[arg(long)]
+        user: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// The RabbitMQ user name the token logs in as.
+        #[arg(long)]
+        amqp_user: Option<String>,
+        /// Key pattern the token may subscribe to (repeatable).
+        #[arg(long = "subscribe", value_name = "PATTERN")]
+        subscribe: Vec<String>,
+        /// Key pattern the token may publish on (repeatable).
+        #[arg(long = "publish", value_name = "PATTERN")]
+        publish: Vec<String>,
+        /// Key pattern the token may see presence of (repeatable).
+        #[arg(long = "presence", value_name = "PATTERN")]
+        presence: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 600)]
+        ttl: u64,
+        /// Sign with this key instead of the first.
+        #[arg(long)]
+        kid: Option<String>,
+        /// PEM private key, for RS256, ES256 and EdDSA keys (olive's config
+        /// holds only their public halves).
+        #[arg(long)]
+        private_key: Option<PathBuf>,
     },
     /// Write a self-signed certificate for local development.
     DevCert {
@@ -85,6 +121,31 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+        Command::Token {
+            config,
+            user,
+            name,
+            amqp_user,
+            subscribe,
+            publish,
+            presence,
+            ttl,
+            kid,
+            private_key,
+        } => {
+            let config = load(&config)?;
+            let pem = match &private_key {
+                Some(path) => {
+                    Some(std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
+                }
+                None => None,
+            };
+            let grants = RawGrants { subscribe, publish, presence };
+            let mint = Mint { user, name, amqp_user, grants, ttl: std::time::Duration::from_secs(ttl) };
+            let token = crate::auth::token::mint(&config.auth, kid.as_deref(), pem.as_deref(), &mint)?;
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::DevCert { cert, key, names } => {
             edge::tls::write_self_signed(&cert, &key, &names)?;
             println!("wrote {} and {}", cert.display(), key.display());

@@ -8,6 +8,7 @@
 //! working directory.
 
 mod amqp;
+mod auth;
 pub mod file;
 
 use std::fmt;
@@ -20,6 +21,7 @@ use http::StatusCode;
 use ipnet::IpNet;
 
 pub use amqp::Amqp;
+pub use auth::{Auth, Secret, TokenKey, normalize_origin};
 pub use file::{BrokerKind, Limits, ListenerKind, Live, LogFormat, OversizeBody};
 
 /// The validated configuration olive runs with.
@@ -40,6 +42,8 @@ pub struct Config {
     /// `live.broker = "amqp"` (its URL may name an environment variable
     /// that a memory-broker setup never sets).
     pub amqp: Option<Amqp>,
+    /// Who may do what on the live hub.
+    pub auth: Auth,
 }
 
 #[derive(Debug, Clone)]
@@ -299,6 +303,7 @@ impl Validator<'_> {
         };
         self.presence(&raw.live);
         let amqp = (raw.live.broker == BrokerKind::Amqp).then(|| self.amqp(&raw.live.amqp));
+        let auth = self.auth(raw.auth);
         Config {
             source: source.to_owned(),
             server,
@@ -310,6 +315,7 @@ impl Validator<'_> {
             unmatched_status,
             live: Arc::new(raw.live),
             amqp,
+            auth,
         }
     }
 

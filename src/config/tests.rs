@@ -118,7 +118,8 @@ fn host_patterns() {
 fn the_documented_example_parses() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/olive.toml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let err = Config::parse(&text, &path).unwrap_err();
+    let env = |name: &str| (name == "OLIVE_TOKEN_SECRET").then(|| "x".repeat(32));
+    let err = Config::parse_with_env(&text, &path, &env).unwrap_err();
     for e in &err.errors {
         assert!(
             e.message.ends_with("does not exist") || e.message.ends_with("is not a directory"),
@@ -180,6 +181,127 @@ fn the_dev_config_is_valid() {
     let config = Config::load(&path).unwrap();
     let binds: Vec<String> = config.listeners.iter().map(|l| l.bind.to_string()).collect();
     assert_eq!(binds, ["127.0.0.1:8080", "127.0.0.1:8443", "127.0.0.1:9090"]);
+    // Anonymous visitors may watch the demo keys, and nothing else.
+    let demo = crate::live::key::Pattern::parse("olive.demo.room.*").unwrap();
+    let other = crate::live::key::Pattern::parse("olive.notes.note.1").unwrap();
+    let anonymous = &config.auth.anonymous;
+    assert!(anonymous.may_subscribe(&demo) && !anonymous.may_subscribe(&other));
+    assert!(anonymous.publish.is_empty());
+    assert!(config.auth.keys.is_empty());
+}
+
+const LISTENER: &str = "[[listener]]\nname = \"http\"\nkind = \"http\"\nbind = \"127.0.0.1:0\"\n";
+
+#[test]
+fn auth_defaults_grant_nothing() {
+    let config = parse(LISTENER).unwrap();
+    assert!(config.auth.anonymous.is_empty());
+    assert!(config.auth.keys.is_empty() && config.auth.admin_token.is_none());
+    assert_eq!((config.auth.audience.as_str(), config.auth.issuer.as_str()), ("olive", "django"));
+}
+
+#[test]
+fn auth_errors_name_their_fields() {
+    let text = format!(
+        r#"{LISTENER}
+[auth]
+max_grants = 0
+allowed_origins = ["https://ok.example", "example.com", "https://x.example/path"]
+admin_token_env = "A"
+admin_token_file = "a"
+anonymous = {{ subscribe = ["olive..x"] }}
+
+[[auth.key]]
+kid = "short"
+algorithm = "HS256"
+secret_env = "SHORT"
+
+[[auth.key]]
+kid = "mixed"
+algorithm = "RS256"
+secret_env = "LONG"
+
+[[auth.key]]
+kid = "missing"
+algorithm = "EdDSA"
+public_key_file = "/nonexistent/key.pem"
+
+[[auth.key]]
+kid = "unset"
+algorithm = "HS256"
+secret_env = "UNSET"
+
+[[auth.key]]
+kid = "good"
+algorithm = "HS256"
+secret_env = "LONG"
+
+[[auth.key]]
+kid = "good"
+algorithm = "HS256"
+secret_env = "LONG"
+"#
+    );
+    let long = "k".repeat(32);
+    let errors = errors_of(parse_env(&text, &[("SHORT", "k"), ("LONG", &long)]));
+    let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "auth.key[0].secret_env",
+            "auth.key[1].secret_env",
+            "auth.key[1].public_key_file",
+            "auth.key[2].public_key_file",
+            "auth.key[3].secret_env",
+            "auth.key[5].kid",
+            "auth.max_grants",
+            "auth.allowed_origins[1]",
+            "auth.allowed_origins[2]",
+            "auth.anonymous",
+            "auth.admin_token_env",
+        ],
+        "{errors:?}"
+    );
+    assert!(errors.iter().all(|(_, m)| !m.contains(&long)), "a secret leaked into a message: {errors:?}");
+}
+
+#[test]
+fn auth_keys_load_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), format!("{}\n", "s".repeat(40))).unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    std::fs::write(dir.path().join("ed.pem"), key.public_key_pem()).unwrap();
+    std::fs::write(dir.path().join("admin"), "tok\n").unwrap();
+    let text = format!(
+        r#"{LISTENER}
+[auth]
+admin_token_file = "admin"
+[[auth.key]]
+kid = "h"
+algorithm = "HS256"
+secret_file = "secret"
+[[auth.key]]
+kid = "e"
+algorithm = "EdDSA"
+public_key_file = "ed.pem"
+[[auth.key]]
+kid = "wrong"
+algorithm = "ES256"
+public_key_file = "ed.pem"
+"#
+    );
+    let path = dir.path().join("olive.toml");
+    let errors = errors_of(Config::parse(&text, &path));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].0, "auth.key[2].public_key_file");
+    let config =
+        Config::parse(&text.replace("ES256", "EdDSA").replace("\"wrong\"", "\"e2\""), &path).unwrap();
+    assert_eq!(
+        config.auth.keys[0].secret.as_ref().unwrap().0,
+        "s".repeat(40).into_bytes(),
+        "newline trimmed"
+    );
+    assert_eq!(config.auth.admin_token.as_ref().unwrap().0, b"tok");
 }
 
 fn parse_env(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {

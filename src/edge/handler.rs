@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{self, Auth, Refusal};
 use crate::body::{self, Body};
 use crate::broker::amqp::AmqpBroker;
 use crate::broker::memory::MemoryBroker;
@@ -22,6 +23,7 @@ use crate::config::BrokerKind;
 use crate::config::{Action, Config, ListenerKind};
 use crate::live::hub::{Hub, ShardInbox};
 use crate::live::recover::{Recoverer, Target};
+use crate::live::ws::Session;
 use crate::live::{history, presence};
 use crate::ops::access::{self, AccessLog};
 use crate::ops::metrics::{self, Kind, Metered, Metrics, RouteLabel};
@@ -41,7 +43,10 @@ pub struct App {
     pub hub: Arc<Hub>,
     /// Asks upstreams to fill reconnect gaps the history cannot.
     pub recoverer: Arc<Recoverer>,
-    /// Counters for `/metrics` (the hub and the upstreams keep their own).
+    /// Tokens, grants, origins, the admin token, RabbitMQ's auth backend.
+    pub auth: Arc<Auth>,
+    /// Counters for `/metrics` (the hub, the upstreams and auth keep their
+    /// own).
     pub metrics: Arc<Metrics>,
     /// Cancelled when olive starts draining: tunnels and live sessions close.
     pub shutdown: CancellationToken,
@@ -89,8 +94,20 @@ impl App {
                 Some(HeaderValue::from_str(&value).expect("digits are a valid header value"))
             })
             .collect();
-        let app =
-            App { config, router, upstreams, workers, hub, recoverer, metrics, shutdown, sessions, hsts };
+        let auth = Arc::new(Auth::new(&config.auth));
+        let app = App {
+            config,
+            router,
+            upstreams,
+            workers,
+            hub,
+            recoverer,
+            auth,
+            metrics,
+            shutdown,
+            sessions,
+            hsts,
+        };
         (app, HubTasks { deliveries, shards })
     }
 }
@@ -169,7 +186,17 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Respon
     } else if let Some(resp) = admin(&app, listener.kind, req.uri().path()) {
         resp
     } else if listener.kind == ListenerKind::Admin && req.uri().path() == "/olive/publish" {
-        crate::live::publish::handle(&app.hub, req, app.config.live.max_frame_bytes).await
+        match app.auth.check_admin(req.headers()) {
+            Ok(()) => {
+                crate::live::publish::handle(&app.hub, req, app.config.live.max_frame_bytes, None).await
+            }
+            Err(refusal) => refused(&refusal),
+        }
+    } else if listener.kind == ListenerKind::Admin && req.uri().path().starts_with(auth::rabbit::PREFIX) {
+        match app.auth.check_admin(req.headers()) {
+            Ok(()) => auth::rabbit::handle(&app.auth, &app.config.live.amqp.exchange, req).await,
+            Err(refusal) => refused(&refusal),
+        }
     } else {
         let client = ClientInfo {
             peer: conn.peer.ip(),
@@ -233,19 +260,27 @@ async fn dispatch(
     let limits = &app.config.limits;
     let result = match &route.0.action {
         Action::Live { recovery_url } => {
+            if !matches!(route.1, "/ws" | "/sse" | "/publish") {
+                return text(StatusCode::NOT_FOUND, "not found\n");
+            }
+            let identity = match app.auth.authenticate(req.headers(), req.uri()) {
+                Ok(identity) => identity,
+                Err(refusal) => return refused(&refusal),
+            };
+            let who = Session { identity, auth: app.auth.clone() };
             let recovery = recovery_url
                 .as_ref()
                 .map(|url| Target { recoverer: app.recoverer.clone(), url: url.clone() });
+            let live = &app.config.live;
             return match route.1 {
                 "/ws" => {
                     let upgrade = conn.upgrade(app, Kind::Websocket);
-                    crate::live::ws::upgrade(&app.hub, &app.config.live, req, upgrade, recovery)
+                    crate::live::ws::upgrade(&app.hub, live, req, upgrade, recovery, who)
                 }
                 "/sse" => app.metrics.track_sse(
-                    crate::live::sse::serve(&app.hub, &app.config.live, req, app.shutdown.clone(), recovery)
-                        .await,
+                    crate::live::sse::serve(&app.hub, live, req, app.shutdown.clone(), recovery, who).await,
                 ),
-                _ => text(StatusCode::NOT_FOUND, "not found\n"),
+                _ => crate::live::publish::handle(&app.hub, req, live.max_frame_bytes, Some(&who)).await,
             };
         }
         Action::Static(dir) => {
@@ -265,6 +300,21 @@ async fn dispatch(
         }
     };
     result.unwrap_or_else(|e| proxy_error(&e, version))
+}
+
+/// A request refused by access control: 401 with a Bearer challenge
+/// (RFC 6750 §3) or 403, and the reason in plain text.
+fn refused(refusal: &Refusal) -> Response<Body> {
+    let status = StatusCode::from(refusal);
+    let mut resp = Response::new(body::full(format!("{refusal}\n")));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::UNAUTHORIZED {
+        h.insert(header::WWW_AUTHENTICATE, auth::challenge(refusal));
+    }
+    resp
 }
 
 fn proxy_error(e: &ProxyError, version: http::Version) -> Response<Body> {

@@ -333,9 +333,24 @@ pub enum SubscribeError {
     TooMany,
 }
 
+/// How long a subscribe waits for the broker to bind before answering
+/// anyway (RabbitMQ down: the binding is applied when it is back).
+const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Connection {
     pub fn id(&self) -> ConnId {
         self.id
+    }
+
+    /// Completes once the broker routes what this connection subscribed
+    /// to here (at most [`SETTLE_TIMEOUT`]): a message published after the
+    /// client hears `subscribed` must reach it, and a recovery asked after
+    /// this cannot miss one that is not delivered live.
+    pub fn settled(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let settled = self.hub.broker.settled();
+        async move {
+            let _ = tokio::time::timeout(SETTLE_TIMEOUT, settled).await;
+        }
     }
 
     pub fn subscriptions(&self) -> &[Pattern] {

@@ -1,5 +1,8 @@
 //! Backend publishing over HTTP: `POST /olive/publish` on the admin
-//! listener, `{"key":K,"data":ANY}` → `202 {"id":ID}`.
+//! listener, `{"key":K,"data":ANY}` → `202 {"id":ID}`; and the same body
+//! on a live route's `{route}/publish` for a token that grants publishing
+//! on the key (403 `forbidden` otherwise), the message then naming its
+//! sender like a websocket publish.
 //!
 //! This is how Django publishes when olive runs the embedded broker (with
 //! RabbitMQ it may publish over AMQP directly). The answer comes only after
@@ -18,6 +21,8 @@ use super::hub::Hub;
 use super::id::MessageId;
 use super::key::Key;
 use super::protocol::ErrorCode;
+use super::ws::Session;
+use crate::auth::Stats;
 use crate::body::{self, Body};
 use crate::broker::Message;
 
@@ -29,8 +34,14 @@ struct PublishRequest<'a> {
     data: Box<RawValue>,
 }
 
-/// Handles one publish request; `max_bytes` bounds the body.
-pub async fn handle(hub: &Hub, req: Request<Incoming>, max_bytes: usize) -> Response<Body> {
+/// Handles one publish request; `max_bytes` bounds the body. `who`: the
+/// publisher to check and name, `None` on the (trusted) admin listener.
+pub async fn handle(
+    hub: &Hub,
+    req: Request<Incoming>,
+    max_bytes: usize,
+    who: Option<&Session>,
+) -> Response<Body> {
     if req.method() != Method::POST {
         let mut resp = reply(StatusCode::METHOD_NOT_ALLOWED, error_json(ErrorCode::Invalid, "use POST"));
         resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -55,9 +66,17 @@ pub async fn handle(hub: &Hub, req: Request<Incoming>, max_bytes: usize) -> Resp
         Ok(key) => key,
         Err(e) => return reply(StatusCode::BAD_REQUEST, error_json(ErrorCode::Invalid, &e.to_string())),
     };
+    if let Some(who) = who
+        && !who.identity.grants.may_publish(&key)
+    {
+        Stats::add(&who.auth.stats.forbidden);
+        let message = format!("not allowed to publish on {key}");
+        return reply(StatusCode::FORBIDDEN, error_json(ErrorCode::Forbidden, &message));
+    }
     let id = MessageId::new().to_string();
+    let from = who.and_then(|w| w.identity.from());
     let message =
-        Message { key, id: id.clone().into(), data: Bytes::from(request.data.get().to_owned()), from: None };
+        Message { key, id: id.clone().into(), data: Bytes::from(request.data.get().to_owned()), from };
     match hub.broker().publish(message).await {
         Ok(()) => {
             hub.stats.published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

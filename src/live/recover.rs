@@ -21,6 +21,7 @@ use serde_json::value::RawValue;
 use super::hub::resume::Resumed;
 use super::hub::{Connection, SubscribeError};
 use super::key::{Key, Pattern};
+use super::protocol;
 use crate::broker::Message;
 
 /// Why the upstream could not fill a gap (the client then gets
@@ -129,8 +130,20 @@ pub async fn subscribe(
     max: usize,
     target: Option<&Target>,
 ) -> Result<(), SubscribeError> {
-    let Resumed::Pending(pending) = conn.resume(pattern, since, max, target.is_some())? else {
-        return Ok(());
+    let name = pattern.clone();
+    let pending = match conn.resume(pattern, since, max, target.is_some())? {
+        Resumed::Recovered => return Ok(()),
+        Resumed::NotRecovered => {
+            conn.settled().await;
+            conn.send(protocol::subscribed(name.as_str(), false));
+            return Ok(());
+        }
+        // Asked only once the broker routes the key here: whatever the
+        // upstream's answer misses is then delivered live.
+        Resumed::Pending(pending) => {
+            conn.settled().await;
+            pending
+        }
     };
     let recovered = match (target, pending.pattern.is_exact()) {
         (Some(target), Some(key)) => match target.recoverer.fetch(&target.url, &key, &pending.since).await {

@@ -11,6 +11,11 @@
 //! bounded queue and the slow-consumer cut-off. Comment lines (`: ping`)
 //! every `live.sse_heartbeat` keep proxies from closing a quiet stream.
 //! The stream ends with olive's shutdown, or when the client is too slow.
+//!
+//! Every key must be allowed by the stream's [`Identity`] (else 403 before
+//! the stream starts). When the identity's token expires the stream sends
+//! one `close` event (`{"type":"close","code":4401,...}`, named so that
+//! `onmessage` handlers never see it) and ends.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -31,11 +36,17 @@ use super::hub::{self, Connection, Hub, Kick, Outbound};
 use super::key::Pattern;
 use super::protocol;
 use super::recover::{self, Target};
+use super::ws::{Session, until};
+use crate::auth::Stats;
 use crate::body::{self, Body};
 use crate::config::Live;
 
 /// Frames written in one body chunk.
 const WRITE_BATCH: usize = 64;
+
+/// The last event of a stream whose token expired.
+const EXPIRED_EVENT: &[u8] =
+    b"event: close\ndata: {\"type\":\"close\",\"code\":4401,\"reason\":\"token expired\"}\n\n";
 
 /// What the query asked for.
 #[derive(Debug, PartialEq)]
@@ -51,6 +62,7 @@ pub async fn serve(
     req: Request<Incoming>,
     shutdown: CancellationToken,
     recovery: Option<Target>,
+    who: Session,
 ) -> Response<Body> {
     if req.method() != Method::GET {
         let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into());
@@ -61,6 +73,10 @@ pub async fn serve(
         Ok(q) => q,
         Err(message) => return plain(StatusCode::BAD_REQUEST, message + "\n"),
     };
+    if let Some(key) = query.keys.iter().find(|k| !who.identity.grants.may_subscribe(k)) {
+        Stats::add(&who.auth.stats.forbidden);
+        return plain(StatusCode::FORBIDDEN, format!("forbidden: not allowed to subscribe to {key}\n"));
+    }
     // The browser's own resume point wins over the one in the URL, which
     // is the page's first.
     let since = req
@@ -72,22 +88,42 @@ pub async fn serve(
         .or(query.since);
 
     let (mut conn, Outbound { frames, kicked }) = hub.connect(config.outbound_queue);
+    conn.set_member(who.identity.member());
+    // Too many keys was refused above, so subscribing cannot fail.
+    let mut plain = Vec::new();
     for key in query.keys {
-        // Too many keys was refused above, so subscribing cannot fail.
-        let _ = match &since {
+        match &since {
             Some(since) => {
-                recover::subscribe(&mut conn, key, since, config.max_subscriptions, recovery.as_ref()).await
+                let max = config.max_subscriptions;
+                let _ = recover::subscribe(&mut conn, key, since, max, recovery.as_ref()).await;
             }
-            None => conn.subscribe(key.clone(), config.max_subscriptions).map(|_| {
-                conn.send(protocol::subscribed(key.as_str(), false));
-            }),
-        };
+            None => {
+                if conn.subscribe(key.clone(), config.max_subscriptions).is_ok() {
+                    plain.push(key);
+                }
+            }
+        }
+    }
+    if !plain.is_empty() {
+        conn.settled().await;
+        for key in plain {
+            conn.send(protocol::subscribed(key.as_str(), false));
+        }
     }
 
     let mut heartbeat = tokio::time::interval_at(Instant::now() + config.sse_heartbeat, config.sse_heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let shutdown = Box::pin(shutdown.cancelled_owned());
-    let state = Stream { _conn: conn, outbound: Outbound { frames, kicked }, heartbeat, shutdown };
+    let expired = Box::pin(until(who.identity.expires));
+    let state = Stream {
+        _conn: conn,
+        outbound: Outbound { frames, kicked },
+        heartbeat,
+        shutdown,
+        expired,
+        who,
+        ended: false,
+    };
     let events =
         futures_util::stream::unfold(state, next_chunk).map(|chunk| Ok::<_, Infallible>(Frame::data(chunk)));
     let mut resp = Response::new(body::boxed(StreamBody::new(events)));
@@ -107,9 +143,16 @@ struct Stream {
     /// Made once: a fresh `cancelled()` per event would register a waiter
     /// on the token every connection shares, under its lock, each time.
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    expired: Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    who: Session,
+    /// The last event was sent; the stream ends.
+    ended: bool,
 }
 
 async fn next_chunk(mut s: Stream) -> Option<(Bytes, Stream)> {
+    if s.ended {
+        return None;
+    }
     let chunk = tokio::select! {
         frame = s.outbound.frames.recv() => {
             let mut buf = BytesMut::new();
@@ -125,6 +168,11 @@ async fn next_chunk(mut s: Stream) -> Option<(Bytes, Stream)> {
         _ = s.heartbeat.tick() => Bytes::from_static(b": ping\n\n"),
         Ok(Kick::SlowConsumer) = &mut s.outbound.kicked => return None,
         _ = &mut s.shutdown => return None,
+        _ = &mut s.expired => {
+            Stats::add(&s.who.auth.stats.sessions_expired);
+            s.ended = true;
+            Bytes::from_static(EXPIRED_EVENT)
+        }
     };
     Some((chunk, s))
 }

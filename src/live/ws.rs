@@ -7,6 +7,11 @@
 //! flush. When either ends the other follows: the reader's end drops the
 //! hub connection, which closes the queue the writer drains; the writer's
 //! end cancels a token the reader watches.
+//!
+//! Every subscribe, publish and presence request is checked against the
+//! session's [`Identity`] (denials are `error` frames with `forbidden`, and
+//! the session stays); when the identity's token expires, the writer
+//! closes the session with 4401 so the client refreshes and reconnects.
 
 use std::sync::Arc;
 
@@ -29,16 +34,30 @@ use super::hub::{Connection, Frame, Hub, Kick, Outbound, SubscribeError};
 use super::id::MessageId;
 use super::protocol::{self, ClientFrame, ErrorCode};
 use super::recover::{self, Target};
+use crate::auth::{Auth, Identity, Stats};
 use crate::body::{self, Body};
 use crate::broker::Message;
 use crate::config::Live;
 
-/// How long a subscribe waits for the broker to bind before answering
-/// anyway (RabbitMQ down: the binding is applied when it is back).
-const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Frames the writer may batch into one flush.
 const WRITE_BATCH: usize = 64;
+
+/// Bytes of batched frames tungstenite holds before it writes to the
+/// socket. A batch (what is queued when the writer wakes) goes out in one
+/// `send()` up to this size: with 0, every frame was a syscall of its own,
+/// and a connection that fell behind never caught up cheaper. A lone frame
+/// is still written at once, by the flush that ends every batch.
+const WRITE_BUFFER: usize = 8 * 1024;
+
+/// The close code for an expired token (private-use range, RFC 6455
+/// §7.4.2): like HTTP 401, "get a new token and come back".
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4401;
+
+/// What a session acts as: who it is, and where its denials are counted.
+pub struct Session {
+    pub identity: Identity,
+    pub auth: Arc<Auth>,
+}
 
 /// Answers a websocket upgrade on the live route and starts the session.
 pub fn upgrade(
@@ -47,6 +66,7 @@ pub fn upgrade(
     mut req: Request<Incoming>,
     upgrade: Upgrade,
     recovery: Option<Target>,
+    who: Session,
 ) -> Response<Body> {
     let is_upgrade = crate::proxy::tunnel::is_websocket_upgrade(&req);
     let headers = req.headers();
@@ -62,6 +82,8 @@ pub fn upgrade(
     let upgraded = hyper::upgrade::on(&mut req);
     let (hub, config) = (hub.clone(), config.clone());
     let shutdown = upgrade.shutdown.clone();
+    // Boxed: every idle session's task would otherwise carry it inline.
+    let who = Box::new(who);
     let task = async move {
         let io = match upgraded.await {
             Ok(io) => TokioIo::new(io),
@@ -69,14 +91,13 @@ pub fn upgrade(
         };
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(config.read_buffer_bytes)
-            // Flush per batch, not per megabyte: deliveries are latency-bound.
-            .write_buffer_size(0)
+            .write_buffer_size(WRITE_BUFFER)
             // olive answers frames up to max_frame_bytes with too_large and
             // keeps the connection; far larger ones end it (1009).
             .max_message_size(Some(config.max_frame_bytes.saturating_mul(4)))
             .max_frame_size(Some(config.max_frame_bytes.saturating_mul(4)));
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
-        session(ws, hub, config, shutdown, recovery).await;
+        session(ws, hub, config, shutdown, recovery, who).await;
     };
     upgrade.spawn(task);
     let mut resp = Response::new(body::empty());
@@ -105,11 +126,15 @@ async fn session<S>(
     config: Arc<Live>,
     shutdown: CancellationToken,
     recovery: Option<Target>,
+    who: Box<Session>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut stream) = ws.split();
     let (mut conn, Outbound { frames: mut outbound, mut kicked }) = hub.connect(config.outbound_queue);
+    conn.set_member(who.identity.member());
+    let expired = until(who.identity.expires);
+    let auth = who.auth.clone();
     let writer_done = CancellationToken::new();
     // The reader's reason to close, when it has one (abuse: 1008).
     let (close_tx, mut close_rx) = tokio::sync::oneshot::channel::<WsMessage>();
@@ -123,6 +148,7 @@ async fn session<S>(
         // its lock, for every delivery.
         let stopping = shutdown.cancelled();
         tokio::pin!(stopping);
+        tokio::pin!(expired);
         let farewell = loop {
             tokio::select! {
                 frame = outbound.recv() => {
@@ -144,6 +170,10 @@ async fn session<S>(
                 Ok(Kick::SlowConsumer) = &mut kicked => break Some(close(CloseCode::Again, "slow consumer")),
                 Ok(frame) = &mut close_rx => break Some(frame),
                 _ = &mut stopping => break Some(close(CloseCode::Away, "olive is restarting")),
+                _ = &mut expired => {
+                    Stats::add(&auth.stats.sessions_expired);
+                    break Some(close(CloseCode::from(CLOSE_TOKEN_EXPIRED), "token expired"));
+                }
             }
         };
         if let Some(frame) = farewell {
@@ -186,7 +216,9 @@ async fn session<S>(
             // Boxed: most sessions are idle, and the frame handler's state
             // (a subscribe may wait for the broker or the upstream) would
             // otherwise sit in every session's task.
-            Some(text) => Box::pin(handle(&hub, &mut conn, &config, &text, recovery.as_ref())).await.is_ok(),
+            Some(text) => {
+                Box::pin(handle(&hub, &mut conn, &config, &text, recovery.as_ref(), &who)).await.is_ok()
+            }
         };
         if !valid {
             invalid += 1;
@@ -212,6 +244,7 @@ async fn handle(
     config: &Live,
     text: &str,
     recovery: Option<&Target>,
+    who: &Session,
 ) -> Result<(), ()> {
     let frame = match ClientFrame::parse(text) {
         Ok(frame) => frame,
@@ -220,6 +253,23 @@ async fn handle(
             return Err(());
         }
     };
+    let grants = &who.identity.grants;
+    let denied = match &frame {
+        ClientFrame::Subscribe { key, .. } => {
+            (!grants.may_subscribe(key)).then(|| (None, format!("not allowed to subscribe to {key}")))
+        }
+        ClientFrame::Publish { key, reference, .. } => (!grants.may_publish(key))
+            .then(|| (reference.as_deref(), format!("not allowed to publish on {key}"))),
+        ClientFrame::Presence { key } => {
+            (!grants.may_see_presence(key)).then(|| (None, format!("not allowed to see presence on {key}")))
+        }
+        ClientFrame::Unsubscribe { .. } | ClientFrame::Ping => None,
+    };
+    if let Some((reference, message)) = denied {
+        Stats::add(&who.auth.stats.forbidden);
+        conn.send(protocol::error(reference, ErrorCode::Forbidden, &message));
+        return Err(());
+    }
     match frame {
         ClientFrame::Subscribe { key, since } => match match since {
             Some(since) => recover::subscribe(conn, key, &since, config.max_subscriptions, recovery).await,
@@ -228,7 +278,7 @@ async fn handle(
                     // `subscribed` only once the broker routes the key to this
                     // node: a message published after the client hears it
                     // must reach it.
-                    let _ = tokio::time::timeout(SETTLE_TIMEOUT, hub.broker().settled()).await;
+                    conn.settled().await;
                     conn.send(protocol::subscribed(key.as_str(), false));
                     Ok(())
                 }
@@ -248,8 +298,12 @@ async fn handle(
         }
         ClientFrame::Publish { key, data, reference } => {
             let id = MessageId::new().to_string();
-            let message =
-                Message { key, id: id.clone().into(), data: Bytes::from(data.get().to_owned()), from: None };
+            let message = Message {
+                key,
+                id: id.clone().into(),
+                data: Bytes::from(data.get().to_owned()),
+                from: who.identity.from(),
+            };
             let queue = conn.queue.clone();
             let publish = hub.broker().publish(message);
             hub.stats.published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -277,6 +331,17 @@ async fn handle(
     Ok(())
 }
 
+/// Completes at `expires` (never when `None`).
+pub async fn until(expires: Option<std::time::SystemTime>) {
+    match expires {
+        Some(at) => {
+            let left = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+            tokio::time::sleep(left).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,7 +351,8 @@ mod tests {
     /// Every idle websocket keeps its session's future in memory, so its
     /// size is RSS per connection (the 8 KiB budget of the fan-out
     /// benchmark). It was 1,792 bytes while the frame handler's state sat
-    /// inline; 848 since it is boxed and the config is shared.
+    /// inline; 848 since it is boxed and the config and identity are
+    /// shared or boxed.
     #[tokio::test]
     async fn an_idle_session_stays_small() {
         let (io, _peer) = tokio::io::duplex(64);
@@ -300,7 +366,9 @@ mod tests {
             count_interval: Duration::from_secs(1),
         };
         let (hub, _) = Hub::new(Arc::new(MemoryBroker::new(tx)), 1, history, presence);
-        let session = session(ws, hub, Arc::new(Live::default()), CancellationToken::new(), None);
+        let auth = Arc::new(Auth::new(&crate::config::Auth::default()));
+        let who = Box::new(Session { identity: Identity::anonymous(Arc::default()), auth });
+        let session = session(ws, hub, Arc::new(Live::default()), CancellationToken::new(), None, who);
         let size = std::mem::size_of_val(&session);
         assert!(size <= 1024, "the session future grew to {size} bytes; box what idle sessions never run");
     }

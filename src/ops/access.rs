@@ -40,7 +40,11 @@ impl AccessLog {
         AccessLog {
             client,
             method: req.method().clone(),
-            path: req.uri().path_and_query().map_or_else(|| "/".into(), |pq| pq.as_str().to_owned()),
+            // A `?token=` would put a credential in the log.
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| "/".into(), |pq| crate::auth::redact_token(pq.as_str()).into_owned()),
             request_id: request_id.clone(),
             started,
             status: 0,

@@ -10,10 +10,19 @@ use super::Olive;
 
 pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// `[auth]` for tests that are not about access control: anonymous
+/// visitors may do everything.
+pub const OPEN: &str = r##"anonymous = { subscribe = ["#"], publish = ["#"], presence = ["#"] }"##;
+
 /// An olive with the live hub at `/olive` on listener `http`, an `admin`
 /// listener, `live` inside `[live]` and `route` inside the route's
-/// `live = { }` table.
+/// `live = { }` table; anonymous visitors may do everything ([`OPEN`]).
 pub fn config(live: &str, route: &str) -> String {
+    config_auth(live, route, OPEN)
+}
+
+/// [`config`] with `auth` as the `[auth]` table (and its sub-tables).
+pub fn config_auth(live: &str, route: &str, auth: &str) -> String {
     format!(
         r#"
 [server]
@@ -35,6 +44,9 @@ live = {{ {route} }}
 
 [live]
 {live}
+
+[auth]
+{auth}
 "#
     )
 }

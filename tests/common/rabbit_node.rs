@@ -242,10 +242,16 @@ fn rabbitmq_bin() -> Option<PathBuf> {
     None
 }
 
-/// A loopback port that was free a moment ago, below `max`.
+/// A port that was free a moment ago on every address, below `max`.
+///
+/// Probed on 0.0.0.0, not 127.0.0.1: RabbitMQ's start-up check of the
+/// distribution port binds it on all addresses, and on this machine a port
+/// free on loopback was taken elsewhere about 70% of the time (the node then
+/// exits with `dist_port_already_used ... not_erlang`). Nothing listens; the
+/// socket is closed at once.
 fn free_port(max: u16) -> u16 {
     loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port();
         if port < max {
             return port;
         }

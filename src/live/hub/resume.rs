@@ -40,7 +40,8 @@ use crate::live::protocol;
 pub enum Resumed {
     /// `subscribed` with `recovered: true` and the replay are queued.
     Recovered,
-    /// `subscribed` with `recovered: false` is queued; live messages follow.
+    /// Live messages follow; the caller sends `subscribed` with
+    /// `recovered: false` once the broker has settled.
     NotRecovered,
     /// The history has a gap and the upstream may fill it: fetch, then
     /// call [`Connection::finish`] (deliveries are held until then).
@@ -68,7 +69,6 @@ impl Connection {
     ) -> Result<Resumed, SubscribeError> {
         if self.subscriptions.contains(&pattern) {
             // Already live: a replay could only repeat what it was sent.
-            self.send(protocol::subscribed(pattern.as_str(), false));
             return Ok(Resumed::NotRecovered);
         }
         if self.subscriptions.len() >= max {
@@ -104,8 +104,6 @@ impl Connection {
                 }
                 Recovery::Gap => {
                     reg.add(&pattern, Sub { conn: self.id, after: 0, watch: false });
-                    let frames = vec![self.own(protocol::subscribed(pattern.as_str(), false))];
-                    self.queue_all(&mut reg, frames);
                     Resumed::NotRecovered
                 }
             }
