@@ -376,7 +376,7 @@ static.root = "{{dir}}/static"
         assert_eq!(s.get("olive_rate_limited_total", &[("limit", limit)]), 0.0);
     }
     assert_eq!(s.get("olive_token_rejections_total", &[("reason", "expired")]), 0.0);
-    assert!(s.maybe("olive_token_rejections_total", &[("reason", "other")]).is_none());
+    assert!(s.maybe("olive_rate_limited_total", &[("limit", "other")]).is_none());
     assert_eq!(s.get("olive_broker_connected", &[("broker", "memory")]), 1.0);
     assert_eq!(s.get("olive_broker_reconnects_total", &[]), 0.0);
 
@@ -463,6 +463,20 @@ async fn websocket_sse_publish_delivery_and_history_are_counted() {
     assert_eq!(s.get("olive_live_history_lookups_total", &[("result", "miss")]), 1.0);
     assert_eq!(s.get("olive_live_subscriptions", &[]), 4.0);
     promtool_check(&scrape_text(&olive).await);
+
+    // A bad token is refused and counted by its reason.
+    let refused = client()
+        .get(olive.url("http", &format!("/olive/sse?key={key}")))
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let s = scrape(&olive).await;
+    assert_eq!(s.get("olive_token_rejections_total", &[("reason", "malformed")]), 1.0);
+    let rejected: f64 = s.series("olive_token_rejections_total").iter().map(|s| s.value).sum();
+    assert_eq!(rejected, 1.0);
+    assert_eq!(s.get("olive_http_requests_total", &[("route", "/olive"), ("status", "4xx")]), 1.0);
 
     // Everyone leaves: the gauges come back down.
     drop((reader, writer, events));

@@ -18,10 +18,11 @@
 //! format) is the few hundred lines here.
 //!
 //! Where the numbers live: [`Metrics`] is per [`App`] (requests,
-//! connections, TLS, publishes, limits, tokens); the hub keeps
-//! [`LiveStats`] (deliveries, slow consumers, history); each upstream keeps
-//! [`UpstreamStats`]; the broker reports its state and reconnects. A scrape
-//! reads them all ([`render`]).
+//! connections, TLS, publishes, limits); the hub keeps [`LiveStats`]
+//! (deliveries, slow consumers, history); each upstream keeps
+//! [`UpstreamStats`]; access control keeps `auth::Stats` (refusals by
+//! reason); the broker reports its state and reconnects. A scrape reads
+//! them all ([`render`]).
 
 mod broker;
 pub mod classes;
@@ -44,25 +45,6 @@ use crate::body::{self, Body};
 use crate::config::{BrokerKind, Config};
 use crate::edge::App;
 use crate::live::id::MessageId;
-
-/// Reasons a token (or other credential) is refused, the label values of
-/// `olive_token_rejections_total`. Anything else counts as `other`.
-pub const TOKEN_REASONS: &[&str] = &[
-    "missing",
-    "too_large",
-    "malformed",
-    "unknown_kid",
-    "algorithm",
-    "signature",
-    "expired",
-    "not_yet_valid",
-    "audience",
-    "issuer",
-    "missing_claim",
-    "bad_grants",
-    "origin",
-    "admin",
-];
 
 /// The rate limits of the design (per IP, per user, per connection), the
 /// label values of `olive_rate_limited_total`. Anything else counts as
@@ -133,7 +115,6 @@ pub struct Metrics {
     published: ClassCounter,
     publish_failures: AtomicU64,
     rate_limited: Box<[AtomicU64]>,
-    tokens_rejected: Box<[AtomicU64]>,
 }
 
 impl Metrics {
@@ -162,7 +143,6 @@ impl Metrics {
             published: ClassCounter::default(),
             publish_failures: AtomicU64::new(0),
             rate_limited: zeros(RATE_LIMITS.len() + 1),
-            tokens_rejected: zeros(TOKEN_REASONS.len() + 1),
         }
     }
 
@@ -213,13 +193,6 @@ impl Metrics {
     /// `other`).
     pub fn rate_limited(&self, limit: &'static str) {
         self.rate_limited[index_of(RATE_LIMITS, limit)].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Hook for access control: a token refused for `reason`, one of
-    /// [`TOKEN_REASONS`] (anything else counts as `other`, so the label
-    /// stays bounded whatever the caller passes).
-    pub fn token_rejected(&self, reason: &'static str) {
-        self.tokens_rejected[index_of(TOKEN_REASONS, reason)].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -289,8 +262,8 @@ pub struct LiveStats {
     pub slow_consumers: AtomicU64,
     /// Publish requests taken by olive's websocket and HTTP endpoints. Not
     /// exported: `olive_live_messages_published_total` counts at the broker
-    /// ([`Metered`]), which sees every publish and its outcome. Kept while
-    /// branches that touch its callers are open.
+    /// ([`Metered`]), which sees every publish and its outcome. Kept for
+    /// its callers in `live::ws` and `live::publish`; remove it with them.
     pub published: AtomicU64,
     /// Broker messages dropped because their data is not JSON.
     pub not_json: AtomicU64,
@@ -550,13 +523,48 @@ fn scrape(app: &App) -> String {
             t.sample("olive_rate_limited_total", &[("limit", limit)], n);
         }
     }
-    t.family("olive_token_rejections_total", Type::Counter, "Credentials refused, by reason.");
-    for (reason, count) in TOKEN_REASONS.iter().chain([&OTHER]).zip(m.tokens_rejected.iter()) {
-        let n = load(count);
-        if n > 0 || *reason != OTHER {
-            t.sample("olive_token_rejections_total", &[("reason", reason)], n);
-        }
+    let auth = &app.auth.stats;
+    t.family(
+        "olive_token_rejections_total",
+        Type::Counter,
+        "Requests and live sessions refused for their credentials (401, or 403 for origin), by reason.",
+    );
+    for (reason, count) in [
+        ("too_large", &auth.too_large),
+        ("malformed", &auth.malformed),
+        ("unknown_kid", &auth.unknown_kid),
+        ("algorithm", &auth.algorithm),
+        ("signature", &auth.signature),
+        ("expired", &auth.expired),
+        ("not_yet_valid", &auth.not_yet_valid),
+        ("audience", &auth.audience),
+        ("issuer", &auth.issuer),
+        ("missing_claim", &auth.missing_claim),
+        ("bad_grants", &auth.bad_grants),
+        ("origin", &auth.origin),
+        ("admin", &auth.admin),
+    ] {
+        t.sample("olive_token_rejections_total", &[("reason", reason)], load(count));
     }
+    t.family(
+        "olive_live_forbidden_total",
+        Type::Counter,
+        "Live actions (subscribe, publish, presence) refused for want of a grant (error forbidden, or 403).",
+    );
+    t.sample("olive_live_forbidden_total", &[], load(&auth.forbidden));
+    t.family(
+        "olive_live_sessions_expired_total",
+        Type::Counter,
+        "Websocket sessions closed (4401) and SSE streams ended because their token expired.",
+    );
+    t.sample("olive_live_sessions_expired_total", &[], load(&auth.sessions_expired));
+    t.family(
+        "olive_amqp_logins_refused_total",
+        Type::Counter,
+        "RabbitMQ logins the HTTP auth backend refused, by reason (refused: bad token; users_full: auth.amqp.max_users reached).",
+    );
+    t.sample("olive_amqp_logins_refused_total", &[("reason", "refused")], load(&auth.amqp_refused));
+    t.sample("olive_amqp_logins_refused_total", &[("reason", "users_full")], load(&auth.amqp_users_full));
     t.finish()
 }
 
@@ -572,13 +580,8 @@ mod tests {
         )
         .unwrap();
         let m = Metrics::new(&config);
-        m.token_rejected("expired");
-        m.token_rejected("expired");
-        m.token_rejected("something new");
         m.rate_limited("ip");
         m.rate_limited("bogus");
-        assert_eq!(load(&m.tokens_rejected[index_of(TOKEN_REASONS, "expired")]), 2);
-        assert_eq!(load(&m.tokens_rejected[TOKEN_REASONS.len()]), 1);
         assert_eq!(load(&m.rate_limited[0]), 1);
         assert_eq!(load(&m.rate_limited[RATE_LIMITS.len()]), 1);
     }
