@@ -14,8 +14,9 @@ use crate::config::{Action, Config, ListenerKind, Route};
 #[derive(Debug)]
 pub enum Decision<'a> {
     /// Serve with this route; `rest` is the path after the route's prefix,
-    /// always starting with `/`.
-    Route { route: &'a Route, rest: &'a str },
+    /// always starting with `/`; `index` is the route's place in
+    /// `Config::routes` (what metrics label it by).
+    Route { route: &'a Route, rest: &'a str, index: usize },
     /// Some route serves this host, but none this path.
     NoPath,
     /// No route serves this host.
@@ -25,9 +26,9 @@ pub enum Decision<'a> {
 #[derive(Debug)]
 pub struct Router {
     /// Per listener (same order as `Config::listeners`), the routes it
-    /// serves, sorted by prefix length (longest first) then by whether a
-    /// host is named.
-    tables: Vec<Vec<Route>>,
+    /// serves with its index in `Config::routes`, sorted by prefix length
+    /// (longest first) then by whether a host is named.
+    tables: Vec<Vec<(usize, Route)>>,
 }
 
 impl Router {
@@ -36,19 +37,20 @@ impl Router {
             .listeners
             .iter()
             .map(|listener| {
-                let mut routes: Vec<Route> = config
+                let mut routes: Vec<(usize, Route)> = config
                     .routes
                     .iter()
-                    .filter(|r| {
+                    .enumerate()
+                    .filter(|(_, r)| {
                         if r.listeners.is_empty() {
                             listener.kind != ListenerKind::Admin
                         } else {
                             r.listeners.contains(&listener.name)
                         }
                     })
-                    .cloned()
+                    .map(|(i, r)| (i, r.clone()))
                     .collect();
-                routes.sort_by_key(|r| (std::cmp::Reverse(r.path.len()), r.hosts.is_empty()));
+                routes.sort_by_key(|(_, r)| (std::cmp::Reverse(r.path.len()), r.hosts.is_empty()));
                 routes
             })
             .collect();
@@ -60,13 +62,13 @@ impl Router {
     pub fn route<'a>(&'a self, listener: usize, host: &str, path: &'a str) -> Decision<'a> {
         let Some(table) = self.tables.get(listener) else { return Decision::NoHost };
         let mut host_known = false;
-        for route in table {
+        for (index, route) in table {
             if !route.hosts.is_empty() && !route.hosts.iter().any(|h| h.matches(host)) {
                 continue;
             }
             host_known = true;
             if let Some(rest) = strip_prefix(path, &route.path) {
-                return Decision::Route { route, rest };
+                return Decision::Route { route, rest, index: *index };
             }
         }
         if host_known || table.is_empty() { Decision::NoPath } else { Decision::NoHost }
@@ -74,7 +76,7 @@ impl Router {
 
     /// Upstream indices used by any route (for readiness checks).
     pub fn upstreams(&self) -> impl Iterator<Item = usize> + '_ {
-        self.tables.iter().flatten().filter_map(|r| match r.action {
+        self.tables.iter().flatten().filter_map(|(_, r)| match r.action {
             Action::Proxy { upstream, .. } => Some(upstream),
             Action::Static(_) | Action::Live { .. } => None,
         })
@@ -153,7 +155,7 @@ proxy.upstream = "django"
 
     fn upstream_of(d: Decision<'_>) -> String {
         match d {
-            Decision::Route { route: Route { action: Action::Proxy { upstream, .. }, .. }, rest } => {
+            Decision::Route { route: Route { action: Action::Proxy { upstream, .. }, .. }, rest, .. } => {
                 format!("{upstream} {rest}")
             }
             Decision::Route { .. } => "static".into(),

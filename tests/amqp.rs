@@ -246,6 +246,7 @@ async fn reconnects_and_rebinds_after_the_connection_is_closed() {
     eprintln!("through the outage: {} publishes confirmed, {refused} refused", confirmed.len());
     assert!(seen_down && refused > 0, "publishes during the outage get unavailable");
     assert!(*b.ready().borrow());
+    assert_eq!(b.reconnects(), 1, "one reconnect, for olive_broker_reconnects_total");
 
     let after = message("olive.r.x.2", "\"after\"", None);
     b.publish(after.clone()).await.unwrap();

@@ -97,4 +97,10 @@ pub trait Broker: Send + Sync {
     fn settled(&self) -> BoxFuture<'static, ()> {
         Box::pin(std::future::ready(()))
     }
+
+    /// Connections re-established after a loss (for metrics); a broker
+    /// that never disconnects has none.
+    fn reconnects(&self) -> u64 {
+        0
+    }
 }

@@ -26,6 +26,7 @@ use crate::live::recover::{Recoverer, Target};
 use crate::live::ws::Session;
 use crate::live::{history, presence};
 use crate::ops::access::{self, AccessLog};
+use crate::ops::metrics::{self, Kind, Metered, Metrics, RouteLabel};
 use crate::proxy::{self, ClientInfo, ProxyError, Upstream, tunnel};
 use crate::router::{Decision, Router};
 use crate::static_files;
@@ -44,6 +45,9 @@ pub struct App {
     pub recoverer: Arc<Recoverer>,
     /// Tokens, grants, origins, the admin token, RabbitMQ's auth backend.
     pub auth: Arc<Auth>,
+    /// Counters for `/metrics` (the hub, the upstreams and auth keep their
+    /// own).
+    pub metrics: Arc<Metrics>,
     /// Cancelled when olive starts draining: tunnels and live sessions close.
     pub shutdown: CancellationToken,
     /// Upgraded connections (tunnels, live sessions), which hyper no longer
@@ -65,6 +69,8 @@ impl App {
             (BrokerKind::Amqp, Some(amqp)) => AmqpBroker::start(amqp.clone(), deliveries_tx),
             _ => Arc::new(MemoryBroker::new(deliveries_tx)),
         };
+        let metrics = Arc::new(Metrics::new(&config));
+        let broker = Metered::wrap(broker, metrics.clone());
         let live = &config.live;
         let history = history::Limits {
             size: live.history_size,
@@ -90,7 +96,19 @@ impl App {
             })
             .collect();
         let auth = Arc::new(Auth::new(&config.auth));
-        let app = App { config, router, upstreams, workers, hub, recoverer, auth, shutdown, sessions, hsts };
+        let app = App {
+            config,
+            router,
+            upstreams,
+            workers,
+            hub,
+            recoverer,
+            auth,
+            metrics,
+            shutdown,
+            sessions,
+            hsts,
+        };
         (app, HubTasks { deliveries, shards })
     }
 }
@@ -105,11 +123,12 @@ pub struct HubTasks {
 /// What an upgraded connection (a live session, a tunnel) takes from the
 /// edge: the shutdown signal, the tracker the drain waits on, and the
 /// connection's place under `limits.max_connections`, held for as long as
-/// the session lives (hyper lets go of the connection at the upgrade).
+/// the session lives (hyper lets go of the connection at the upgrade),
+/// with its count in `olive_connections`.
 pub struct Upgrade {
     pub shutdown: CancellationToken,
     tracker: tokio_util::task::TaskTracker,
-    slot: Arc<OwnedSemaphorePermit>,
+    slot: (Arc<OwnedSemaphorePermit>, metrics::Open),
 }
 
 impl Upgrade {
@@ -146,8 +165,9 @@ impl Conn {
         Conn { listener, peer, peer_ip: peer.ip().to_string().into(), tls, slot: Arc::new(slot) }
     }
 
-    fn upgrade(&self, app: &App) -> Upgrade {
-        Upgrade { shutdown: app.shutdown.clone(), tracker: app.sessions.clone(), slot: self.slot.clone() }
+    fn upgrade(&self, app: &App, kind: Kind) -> Upgrade {
+        let slot = (self.slot.clone(), app.metrics.open(kind));
+        Upgrade { shutdown: app.shutdown.clone(), tracker: app.sessions.clone(), slot }
     }
 }
 
@@ -160,7 +180,9 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Respon
     let host = request_host(&req).unwrap_or_default();
     let log = app.config.server.access_log.then(|| AccessLog::start(&req, conn.peer, &request_id, started));
 
+    let mut route = RouteLabel::ADMIN;
     let mut resp = if let Some(port) = listener.redirect_https_port {
+        route = RouteLabel::REDIRECT;
         redirect_to_https(&req, &host, port)
     } else if let Some(resp) = admin(&app, listener.kind, req.uri().path()) {
         resp
@@ -186,8 +208,9 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Respon
             request_id: request_id.clone(),
             log_upstream: log.is_some(),
         };
-        dispatch(&app, &conn, req, &client).await
+        dispatch(&app, &conn, req, &client, &mut route).await
     };
+    app.metrics.request(route, resp.status());
 
     let headers = resp.headers_mut();
     headers.insert(&proxy::headers::X_REQUEST_ID, request_id);
@@ -208,17 +231,30 @@ fn admin(app: &App, kind: ListenerKind, path: &str) -> Option<Response<Body>> {
     match path {
         "/healthz" => Some(crate::ops::health::healthz()),
         "/readyz" => Some(crate::ops::health::readyz(app)),
+        "/metrics" => Some(metrics::render(app)),
         _ => None,
     }
 }
 
-async fn dispatch(app: &App, conn: &Conn, req: Request<Incoming>, client: &ClientInfo) -> Response<Body> {
+/// Routes and serves a request; `label` is set to the route's metrics
+/// label once one is chosen.
+async fn dispatch(
+    app: &App,
+    conn: &Conn,
+    req: Request<Incoming>,
+    client: &ClientInfo,
+    label: &mut RouteLabel,
+) -> Response<Body> {
     // A Uri clone shares its bytes: the route's rest borrows from it while
     // the request itself moves on to a handler.
     let uri = req.uri().clone();
     let version = req.version();
+    *label = RouteLabel::UNROUTED;
     let route = match app.router.route(conn.listener, strip_port(&client.host), uri.path()) {
-        Decision::Route { route, rest } => (route, rest),
+        Decision::Route { route, rest, index } => {
+            *label = app.metrics.route(index);
+            (route, rest)
+        }
         Decision::NoPath => return text(StatusCode::NOT_FOUND, "not found\n"),
         Decision::NoHost => return status_page(app.config.unmatched_status),
     };
@@ -243,10 +279,13 @@ async fn dispatch(app: &App, conn: &Conn, req: Request<Incoming>, client: &Clien
                 .map(|url| Target { recoverer: app.recoverer.clone(), url: url.clone() });
             let live = &app.config.live;
             return match route.1 {
-                "/ws" => crate::live::ws::upgrade(&app.hub, live, req, conn.upgrade(app), recovery, who),
-                "/sse" => {
-                    crate::live::sse::serve(&app.hub, live, req, app.shutdown.clone(), recovery, who).await
+                "/ws" => {
+                    let upgrade = conn.upgrade(app, Kind::Websocket);
+                    crate::live::ws::upgrade(&app.hub, live, req, upgrade, recovery, who)
                 }
+                "/sse" => app.metrics.track_sse(
+                    crate::live::sse::serve(&app.hub, live, req, app.shutdown.clone(), recovery, who).await,
+                ),
                 _ => crate::live::publish::handle(&app.hub, req, live.max_frame_bytes, Some(&who)).await,
             };
         }
@@ -255,7 +294,7 @@ async fn dispatch(app: &App, conn: &Conn, req: Request<Incoming>, client: &Clien
             return static_files::serve(&parts, route.1, dir).await;
         }
         Action::Proxy { upstream, tunnel: Some(idle), .. } if tunnel::is_websocket_upgrade(&req) => {
-            tunnel::open(&app.upstreams[*upstream], req, client, *idle, conn.upgrade(app)).await
+            tunnel::open(&app.upstreams[*upstream], req, client, *idle, conn.upgrade(app, Kind::Tunnel)).await
         }
         Action::Proxy { upstream, compress, .. } => {
             let upstream = &app.upstreams[*upstream];

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::handler::{self, App, Conn};
 use super::workers::Workers;
+use crate::ops::metrics::{Handshake, Kind};
 
 pub(super) struct Listener {
     pub index: usize,
@@ -35,6 +36,7 @@ impl Listener {
         let limits = &self.app.config.limits;
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         let http = Arc::new(http_builder(&self.app));
+        let _listening = self.app.metrics.listening();
         loop {
             // Wait for a free slot first: past the limit, connections queue
             // in the kernel backlog instead of costing memory here.
@@ -128,10 +130,20 @@ impl ConnTask {
             None => self.serve(stream).await,
             Some(acceptor) => {
                 let timeout = self.app.config.limits.tls_handshake_timeout;
+                let metrics = &self.app.metrics;
                 match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => self.serve(tls).await,
-                    Ok(Err(e)) => tracing::debug!(peer = %self.conn.peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(peer = %self.conn.peer, "TLS handshake timed out"),
+                    Ok(Ok(tls)) => {
+                        metrics.handshake(Handshake::Ok);
+                        self.serve(tls).await
+                    }
+                    Ok(Err(e)) => {
+                        metrics.handshake(Handshake::Failed);
+                        tracing::debug!(peer = %self.conn.peer, error = %e, "TLS handshake failed")
+                    }
+                    Err(_) => {
+                        metrics.handshake(Handshake::TimedOut);
+                        tracing::debug!(peer = %self.conn.peer, "TLS handshake timed out")
+                    }
                 }
             }
         }
@@ -141,6 +153,7 @@ impl ConnTask {
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let _open = self.app.metrics.open(Kind::Http);
         let app = self.app;
         let conn = self.conn;
         let peer = conn.peer;

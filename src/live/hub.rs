@@ -117,13 +117,8 @@ pub struct Shard {
     inbox: mpsc::UnboundedSender<Delivery>,
 }
 
-/// Counters the hub keeps (exported as metrics by the ops issue).
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub delivered: AtomicU64,
-    pub slow_consumers: AtomicU64,
-    pub published: AtomicU64,
-}
+/// Counters the hub keeps, exported by [`crate::ops::metrics`].
+pub use crate::ops::metrics::LiveStats as Stats;
 
 pub struct Hub {
     broker: Arc<dyn Broker>,
@@ -194,8 +189,10 @@ impl Hub {
         while let Some(message) = deliveries.recv().await {
             let Some(frame) = encode(&message) else {
                 tracing::warn!(key = %message.key, id = %message.id, "dropped a message whose data is not JSON");
+                self.stats.not_json.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
+            self.stats.arrived(&message.id);
             let seq = self.history().record(&message.key, message.id.clone(), frame.clone(), Instant::now());
             let frame = Frame::message(message.id.clone(), frame);
             let delivery = Delivery { key: message.key, id: message.id, seq, frame };
@@ -247,7 +244,7 @@ impl Hub {
                     reg.kick(*id);
                 }
             }
-            self.stats.delivered.fetch_add(delivered, Ordering::Relaxed);
+            self.stats.delivered.add(&delivery.key, delivered);
             self.stats.slow_consumers.fetch_add(kicked.len() as u64, Ordering::Relaxed);
         }
     }

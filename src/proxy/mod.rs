@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use crate::body::Body;
 use crate::config::Limits;
+use crate::ops::metrics::UpstreamError;
 pub use upstream::Upstream;
 
 /// Why a proxied request failed, and so what the client is told.
@@ -119,6 +120,7 @@ pub async fn forward(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let prepared = body::prepare(incoming, content_length, limits).await?;
+    let asked = Instant::now();
     upstream_head(&mut parts, client, false);
 
     let (body, replay, length) = prepared.into_body();
@@ -131,6 +133,7 @@ pub async fn forward(
     let mut request = Some(Request::from_parts(parts, body));
     loop {
         let Some((index, peer)) = upstream.pick(&tried) else {
+            upstream.stats.error(UpstreamError::Connect);
             return Err(ProxyError::Connect(upstream.name().to_owned()));
         };
         tried.push(index);
@@ -165,6 +168,12 @@ pub async fn forward(
                 Err(ProxyError::Upstream { upstream: upstream.name().to_owned(), source: e.into() })
             }
         };
+        match &result {
+            Ok(_) => upstream.stats.response.observe(asked.elapsed()),
+            Err(ProxyError::Timeout(_)) => upstream.stats.error(UpstreamError::Timeout),
+            Err(ProxyError::Connect(_)) => upstream.stats.error(UpstreamError::Connect),
+            Err(_) => upstream.stats.error(UpstreamError::Failed),
+        }
         break result.map(|(resp, lease)| {
             let (mut parts, incoming) = resp.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers, false);

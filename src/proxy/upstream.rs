@@ -15,12 +15,15 @@ use std::time::Instant;
 use super::connect::Connector;
 use super::pool::Pool;
 use crate::config::{self, UpstreamAddr};
+use crate::ops::metrics::UpstreamStats;
 
 #[derive(Debug)]
 pub struct Upstream {
     pub config: config::Upstream,
     peers: Vec<Peer>,
     next: AtomicUsize,
+    /// Response times and errors, for metrics.
+    pub stats: UpstreamStats,
 }
 
 #[derive(Debug)]
@@ -65,7 +68,7 @@ impl Upstream {
                 }
             })
             .collect();
-        Upstream { config: config.clone(), peers, next: AtomicUsize::new(0) }
+        Upstream { config: config.clone(), peers, next: AtomicUsize::new(0), stats: UpstreamStats::default() }
     }
 
     pub fn name(&self) -> &str {
@@ -102,6 +105,12 @@ impl Upstream {
 
     pub fn peers(&self) -> usize {
         self.peers.len()
+    }
+
+    /// How many addresses are out of rotation now.
+    pub fn failing(&self) -> usize {
+        let now = Instant::now();
+        self.peers.iter().filter(|p| p.ejected_until(now).is_some()).count()
     }
 
     /// Records the outcome of a connection attempt to `peer`.
@@ -190,6 +199,7 @@ mod tests {
         u.record(&u.peers[0], false);
         u.record(&u.peers[1], false);
         assert!(!u.is_healthy());
+        assert_eq!(u.failing(), 2);
         assert_eq!(u.pick(&[]).unwrap().0, 0, "the earliest ejected comes back first");
         assert!(u.pick(&[0, 1]).is_none());
     }

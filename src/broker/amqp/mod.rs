@@ -28,6 +28,7 @@
 
 mod supervisor;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -81,6 +82,8 @@ struct Shared {
     /// A publish that failed on the channel itself tells the supervisor,
     /// which reconnects: a closed channel does not heal by itself.
     lost: Notify,
+    /// Connections made after a loss ([`Broker::reconnects`]).
+    reconnects: AtomicU64,
 }
 
 impl Shared {
@@ -111,6 +114,7 @@ impl AmqpBroker {
             publisher: Mutex::new(None),
             ready: watch::Sender::new(false),
             lost: Notify::new(),
+            reconnects: AtomicU64::new(0),
         });
         let (commands, receiver) = mpsc::unbounded_channel();
         let (announced, announcements) = mpsc::unbounded_channel();
@@ -193,6 +197,10 @@ impl Broker for AmqpBroker {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(AmqpBroker::close(self))
+    }
+
+    fn reconnects(&self) -> u64 {
+        self.shared.reconnects.load(Ordering::Relaxed)
     }
 
     fn announce(&self, key: &Key, body: Bytes) {

@@ -91,6 +91,7 @@ impl Supervisor {
         let config = &self.shared.config;
         let (min, max) = (config.reconnect_min, config.reconnect_max);
         let mut delay = min;
+        let mut connected_before = false;
         loop {
             let attempt = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -101,6 +102,9 @@ impl Supervisor {
                     let up = Instant::now();
                     let queue = session.queue.clone();
                     tracing::info!(queue, bindings = self.bound.len(), "connected to RabbitMQ");
+                    if std::mem::replace(&mut connected_before, true) {
+                        self.shared.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     self.shared.ready.send_replace(true);
                     let ended = self.serve(&mut session).await;
                     self.shared.ready.send_replace(false);

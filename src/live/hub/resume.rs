@@ -86,6 +86,7 @@ impl Connection {
             if matches!(&recovery, Recovery::Full(entries) if entries.len() >= room) {
                 recovery = Recovery::Gap;
             }
+            self.hub.stats.resumed(matches!(recovery, Recovery::Full(_)));
             match recovery {
                 Recovery::Full(entries) => {
                     reg.add(&pattern, Sub { conn: self.id, after: last_seq, watch: false });
