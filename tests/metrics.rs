@@ -410,7 +410,8 @@ async fn sse_until(
 
 #[tokio::test]
 async fn websocket_sse_publish_delivery_and_history_are_counted() {
-    let olive = Olive::start(&common::live::config("", "")).await;
+    // No linger: the bound patterns gauge falls with the last subscriber.
+    let olive = Olive::start(&common::live::config(r#"history_linger = "0s""#, "")).await;
     let key = "olive.notes.note.1";
     let class = [("class", "olive.notes.note")];
 

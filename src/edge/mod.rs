@@ -71,7 +71,11 @@ impl Server {
         let abort = CancellationToken::new();
         let workers = Arc::new(Workers::start(self.app.workers)?);
         let hub = &self.app.hub;
-        let deliveries = tokio::spawn(hub.clone().run_deliveries(self.hub_tasks.deliveries));
+        // On a worker rather than the main runtime: a delivery then reaches
+        // the shards without waking one more thread on its way (the
+        // worker's runtime stops, and the task with it, when `workers` is
+        // dropped below).
+        workers.spawn_on(0, hub.clone().run_deliveries(self.hub_tasks.deliveries));
         let presence = tokio::spawn(hub.clone().run_presence());
         for inbox in self.hub_tasks.shards {
             let hub = hub.clone();
@@ -122,7 +126,6 @@ impl Server {
         // Stops the worker threads once the last handle is gone.
         drop(workers);
         self.app.hub.broker().close().await;
-        deliveries.abort();
         presence.abort();
         Ok(())
     }

@@ -151,7 +151,12 @@ async fn session<S>(
     let (mut sink, mut stream) = ws.split();
     let (mut conn, Outbound { frames: mut outbound, mut kicked }) = hub.connect(config.outbound_queue);
     conn.set_member(who.identity.member());
-    let expired = until(who.identity.expires);
+    // Anonymous sessions never expire: no timer in their writer at all.
+    let mut expired: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+        match who.identity.expires {
+            Some(_) => Box::pin(until(who.identity.expires)),
+            None => Box::pin(std::future::pending()),
+        };
     let auth = who.auth.clone();
     let writer_done = CancellationToken::new();
     // The reader's reason to close, when it has one (abuse: 1008).
@@ -166,7 +171,6 @@ async fn session<S>(
         // its lock, for every delivery.
         let stopping = shutdown.cancelled();
         tokio::pin!(stopping);
-        tokio::pin!(expired);
         let farewell = loop {
             tokio::select! {
                 frame = outbound.recv() => {
