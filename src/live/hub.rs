@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -75,8 +75,7 @@ impl Frame {
 
 /// The sending side of a connection, as the registry holds it.
 struct Outlet {
-    queue: mpsc::Sender<Outgoing>,
-    kick: Option<oneshot::Sender<Kick>>,
+    queue: outbox::Sender,
     /// While an upstream recovery is pending for this connection, its
     /// deliveries wait here (bounded by the queue's capacity), so that the
     /// recovered messages go out first.
@@ -254,18 +253,17 @@ impl Hub {
     pub fn connect(self: &Arc<Self>, queue_size: usize) -> (Connection, Outbound) {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let shard_index = crate::edge::workers::current() % self.shards.len();
-        let (tx, rx) = mpsc::channel(queue_size.max(1));
-        let (kick_tx, kick_rx) = oneshot::channel();
+        let (tx, rx) = outbox::channel(queue_size);
         let shard = self.shards[shard_index].clone();
         shard
             .registry
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .outlets
-            .insert(id, Outlet { queue: tx.clone(), kick: Some(kick_tx), held: None });
+            .insert(id, Outlet { queue: tx.clone(), held: None });
         let conn =
             Connection { hub: self.clone(), shard, id, subscriptions: Vec::new(), member: None, queue: tx };
-        (conn, Outbound { frames: rx, kicked: kick_rx })
+        (conn, Outbound { frames: rx })
     }
 
     fn add_interest(&self, pattern: &Pattern) {
@@ -352,14 +350,14 @@ pub struct Connection {
     member: Option<Member>,
     /// For frames the connection sends itself (acks, errors), in order with
     /// deliveries.
-    pub queue: mpsc::Sender<Outgoing>,
+    pub queue: outbox::Sender,
 }
 
-/// The writing side of a connection: what to send to the client, and the
-/// hub's notice that the client is too slow to keep.
+/// The writing side of a connection: what to send to the client, then
+/// why it ended (the hub's notice that the client is too slow to keep
+/// comes before anything still queued).
 pub struct Outbound {
-    pub frames: mpsc::Receiver<Outgoing>,
-    pub kicked: oneshot::Receiver<Kick>,
+    pub frames: outbox::Receiver,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -438,7 +436,7 @@ impl Outlet {
     /// Queues (or holds) a delivery; `false` when the client is too slow.
     fn offer(&mut self, delivery: &Delivery) -> bool {
         if let Some(held) = &mut self.held {
-            if held.len() >= self.queue.max_capacity() {
+            if held.len() >= self.queue.capacity() {
                 return false;
             }
             held.push(delivery.clone());
@@ -450,9 +448,9 @@ impl Outlet {
     fn push(&self, frame: Outgoing) -> bool {
         match self.queue.try_send(frame) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => false,
+            Err(outbox::Refused::Full) => false,
             // The connection is closing; it unregisters itself.
-            Err(mpsc::error::TrySendError::Closed(_)) => true,
+            Err(outbox::Refused::Closed) => true,
         }
     }
 }
@@ -482,8 +480,8 @@ impl Registry {
     /// Takes a slow consumer out of the fan-out at once and tells it to
     /// close; its subscriptions go when the connection drops.
     fn kick(&mut self, id: ConnId) {
-        if let Some(kick) = self.outlets.remove(&id).and_then(|o| o.kick) {
-            let _ = kick.send(Kick::SlowConsumer);
+        if let Some(outlet) = self.outlets.remove(&id) {
+            outlet.queue.kick(Kick::SlowConsumer);
         }
     }
 }
@@ -506,6 +504,7 @@ impl Drop for Connection {
     }
 }
 
+pub mod outbox;
 pub mod presence;
 pub mod resume;
 #[cfg(test)]

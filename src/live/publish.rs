@@ -78,10 +78,7 @@ pub async fn handle(
     let message =
         Message { key, id: id.clone().into(), data: Bytes::from(request.data.get().to_owned()), from };
     match hub.broker().publish(message).await {
-        Ok(()) => {
-            hub.stats.published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            reply(StatusCode::ACCEPTED, serde_json::json!({ "id": id }).to_string())
-        }
+        Ok(()) => reply(StatusCode::ACCEPTED, serde_json::json!({ "id": id }).to_string()),
         Err(e) => reply(StatusCode::SERVICE_UNAVAILABLE, error_json(ErrorCode::Unavailable, &e.to_string())),
     }
 }

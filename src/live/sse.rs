@@ -32,7 +32,7 @@ use percent_encoding::percent_decode_str;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::hub::{self, Connection, Hub, Kick, Outbound};
+use super::hub::{self, Connection, Hub, Outbound};
 use super::key::Pattern;
 use super::protocol;
 use super::recover::{self, Target};
@@ -87,7 +87,7 @@ pub async fn serve(
         .map(str::to_owned)
         .or(query.since);
 
-    let (mut conn, Outbound { frames, kicked }) = hub.connect(config.outbound_queue);
+    let (mut conn, outbound) = hub.connect(config.outbound_queue);
     conn.set_member(who.identity.member());
     // Too many keys was refused above, so subscribing cannot fail.
     let mut plain = Vec::new();
@@ -115,15 +115,7 @@ pub async fn serve(
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let shutdown = Box::pin(shutdown.cancelled_owned());
     let expired = Box::pin(until(who.identity.expires));
-    let state = Stream {
-        _conn: conn,
-        outbound: Outbound { frames, kicked },
-        heartbeat,
-        shutdown,
-        expired,
-        who,
-        ended: false,
-    };
+    let state = Stream { _conn: conn, outbound, heartbeat, shutdown, expired, who, ended: false };
     let events =
         futures_util::stream::unfold(state, next_chunk).map(|chunk| Ok::<_, Infallible>(Frame::data(chunk)));
     let mut resp = Response::new(body::boxed(StreamBody::new(events)));
@@ -156,17 +148,17 @@ async fn next_chunk(mut s: Stream) -> Option<(Bytes, Stream)> {
     let chunk = tokio::select! {
         frame = s.outbound.frames.recv() => {
             let mut buf = BytesMut::new();
-            write_event(&mut buf, &*frame?);
+            // Closed or kicked (a slow consumer): the stream ends.
+            write_event(&mut buf, &*frame.ok()?);
             let mut batch = 1;
             while batch < WRITE_BATCH {
-                let Ok(frame) = s.outbound.frames.try_recv() else { break };
+                let Some(frame) = s.outbound.frames.try_recv() else { break };
                 write_event(&mut buf, &frame);
                 batch += 1;
             }
             buf.freeze()
         }
         _ = s.heartbeat.tick() => Bytes::from_static(b": ping\n\n"),
-        Ok(Kick::SlowConsumer) = &mut s.outbound.kicked => return None,
         _ = &mut s.shutdown => return None,
         _ = &mut s.expired => {
             Stats::add(&s.who.auth.stats.sessions_expired);

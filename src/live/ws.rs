@@ -33,6 +33,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
+use super::hub::outbox::{End, Refused};
 use super::hub::{Connection, Frame, Hub, Kick, Outbound, SubscribeError};
 use super::id::MessageId;
 use super::protocol::{self, ClientFrame, ErrorCode};
@@ -149,7 +150,7 @@ async fn session<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut stream) = ws.split();
-    let (mut conn, Outbound { frames: mut outbound, mut kicked }) = hub.connect(config.outbound_queue);
+    let (mut conn, Outbound { frames: mut outbound }) = hub.connect(config.outbound_queue);
     conn.set_member(who.identity.member());
     // Anonymous sessions never expire: no timer in their writer at all.
     let mut expired: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
@@ -174,13 +175,17 @@ async fn session<S>(
         let farewell = loop {
             tokio::select! {
                 frame = outbound.recv() => {
-                    // The reader ended; it may have left a reason to close
-                    // (1008) just before dropping the queue's last sender.
-                    let Some(frame) = frame else { break close_rx.try_recv().ok() };
+                    let frame = match frame {
+                        Ok(frame) => frame,
+                        Err(End::Kicked(Kick::SlowConsumer)) => break Some(close(CloseCode::Again, "slow consumer")),
+                        // The reader ended; it may have left a reason to close
+                        // (1008) just before dropping the queue's last sender.
+                        Err(End::Closed) => break close_rx.try_recv().ok(),
+                    };
                     if sink.feed(WsMessage::Text(frame.text.clone())).await.is_err() { break None }
                     let mut batch = 1;
                     while batch < WRITE_BATCH {
-                        let Ok(frame) = outbound.try_recv() else { break };
+                        let Some(frame) = outbound.try_recv() else { break };
                         if sink.feed(WsMessage::Text(frame.text.clone())).await.is_err() { break }
                         batch += 1;
                     }
@@ -189,7 +194,6 @@ async fn session<S>(
                 _ = ping.tick() => {
                     if sink.send(WsMessage::Ping(Bytes::new())).await.is_err() { break None }
                 }
-                Ok(Kick::SlowConsumer) = &mut kicked => break Some(close(CloseCode::Again, "slow consumer")),
                 Ok(frame) = &mut close_rx => break Some(frame),
                 _ = &mut stopping => break Some(close(CloseCode::Away, "olive is restarting")),
                 _ = &mut expired => {
@@ -326,16 +330,19 @@ async fn handle(
                 data: Bytes::from(data.get().to_owned()),
                 from: who.identity.from(),
             };
-            let queue = conn.queue.clone();
+            let (queue, hub) = (conn.queue.clone(), hub.clone());
             let publish = hub.broker().publish(message);
-            hub.stats.published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::spawn(async move {
                 let reply = match publish.await {
                     Ok(()) => protocol::ack(reference.as_deref(), &id),
                     Err(e) => protocol::error(reference.as_deref(), ErrorCode::Unavailable, &e.to_string()),
                 };
-                if let Ok(text) = Utf8Bytes::try_from(reply) {
-                    let _ = queue.send(Frame::own(text)).await;
+                let Ok(text) = Utf8Bytes::try_from(reply) else { return };
+                // A client that leaves its acks unread is a slow consumer
+                // like any other.
+                if queue.try_send(Frame::own(text)) == Err(Refused::Full) {
+                    queue.kick(Kick::SlowConsumer);
+                    hub.stats.slow_consumers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             });
         }

@@ -82,7 +82,7 @@ impl Connection {
             };
             // A replay the queue cannot take whole is a gap, not a reason
             // to cut the client off as a slow consumer.
-            let room = reg.outlets.get(&self.id).map_or(0, |o| o.queue.capacity());
+            let room = reg.outlets.get(&self.id).map_or(0, |o| o.queue.room());
             if matches!(&recovery, Recovery::Full(entries) if entries.len() >= room) {
                 recovery = Recovery::Gap;
             }

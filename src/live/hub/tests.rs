@@ -81,8 +81,8 @@ async fn exact_and_pattern_subscribers_get_one_copy_each() {
     assert_eq!(next(&mut c_out).await, want1);
     assert!(next(&mut b_out).await.contains("\"m2\""));
     assert!(next(&mut c_out).await.contains("\"m2\""));
-    assert!(a_out.frames.try_recv().is_err(), "a is not subscribed to note.2");
-    assert!(c_out.frames.try_recv().is_err(), "no duplicate for c");
+    assert!(a_out.frames.try_recv().is_none(), "a is not subscribed to note.2");
+    assert!(c_out.frames.try_recv().is_none(), "no duplicate for c");
     assert_eq!(hub.stats.delivered.total(), 5);
 }
 
@@ -99,7 +99,7 @@ async fn a_slow_consumer_is_kicked_and_others_keep_receiving() {
     for i in 0..10 {
         assert!(next(&mut fast_out).await.contains(&format!("\"id\":\"{i}\"")));
     }
-    assert_eq!((&mut slow_out.kicked).await.unwrap(), Kick::SlowConsumer);
+    assert_eq!(slow_out.frames.recv().await.err(), Some(outbox::End::Kicked(Kick::SlowConsumer)));
     assert_eq!(hub.stats.slow_consumers.load(Ordering::Relaxed), 1);
 }
 
@@ -152,7 +152,7 @@ fn limits() -> crate::live::history::Limits {
 /// Ids of the frames queued so far, `subscribed:BOOL` for subscribed.
 fn drain(out: &mut Outbound) -> Vec<String> {
     let mut got = Vec::new();
-    while let Ok(frame) = out.frames.try_recv() {
+    while let Some(frame) = out.frames.try_recv() {
         let v: serde_json::Value = serde_json::from_str(frame.text.as_str()).unwrap();
         got.push(match v["type"].as_str().unwrap() {
             "subscribed" => format!("subscribed:{}", v["recovered"]),
@@ -245,8 +245,8 @@ async fn named_members_at_the_hub() {
     tab2.set_member(Some(ann));
     tab2.subscribe(p("olive.a.b.1"), 10).unwrap();
     drop(tab1);
-    assert!(events.frames.try_recv().is_err(), "one user on two connections is one member");
-    assert!(out2.frames.try_recv().is_err(), "a connection that did not ask gets no presence frames");
+    assert!(events.frames.try_recv().is_none(), "one user on two connections is one member");
+    assert!(out2.frames.try_recv().is_none(), "a connection that did not ask gets no presence frames");
     tab2.set_member(None);
     assert_eq!(next(&mut events).await, joined.replace("join", "leave"));
     assert_eq!(next(&mut events).await, r#"{"type":"join","key":"olive.a.b.1","anonymous":2}"#);

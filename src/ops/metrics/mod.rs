@@ -260,11 +260,6 @@ pub struct LiveStats {
     /// Connections cut off because their queue was full (websocket 1013,
     /// SSE stream ended).
     pub slow_consumers: AtomicU64,
-    /// Publish requests taken by olive's websocket and HTTP endpoints. Not
-    /// exported: `olive_live_messages_published_total` counts at the broker
-    /// ([`Metered`]), which sees every publish and its outcome. Kept for
-    /// its callers in `live::ws` and `live::publish`; remove it with them.
-    pub published: AtomicU64,
     /// Broker messages dropped because their data is not JSON.
     pub not_json: AtomicU64,
     /// Time from a message's id to its arrival at the hub ([`Self::arrived`]).
@@ -280,7 +275,6 @@ impl Default for LiveStats {
         LiveStats {
             delivered: ClassCounter::default(),
             slow_consumers: AtomicU64::new(0),
-            published: AtomicU64::new(0),
             not_json: AtomicU64::new(0),
             delivery_lag: Histogram::new(histogram::DELIVERY),
             history_hits: AtomicU64::new(0),
