@@ -18,6 +18,19 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// (slowloris). nginx's `client_header_timeout` defaults to 60s; browsers
 /// send a head in one packet, so 10s is generous.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request body olive reads before contacting the upstream (up to
+/// `body_buffer_bytes`, or a spooled chunked one) must arrive within this
+/// time, else 408 and the connection closes: without it a client sending
+/// a byte every few seconds holds a connection forever (slow-body attack).
+/// nginx's `client_body_timeout` is 60s between reads; this is for the
+/// whole body, so at the default 1 MiB buffer a client needs ~17 KiB/s.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// A write to a client that makes no progress for this long ends the
+/// connection (nginx's `send_timeout`, also 60s): a client that stops
+/// reading (slow-read attack) otherwise holds its slot and the response
+/// behind it forever. Counted between two successful writes, so a slow
+/// but moving download is not cut.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// TLS handshakes must finish within this time or the connection is dropped.
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request head size limit (request line + headers). nginx uses 4 buffers of
@@ -134,6 +147,10 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub tls_handshake_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_body_bytes: u64,
@@ -150,6 +167,8 @@ impl Default for Limits {
         Self {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,

@@ -154,7 +154,9 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Respon
     let host = request_host(&req).unwrap_or_default();
     let log = app.config.server.access_log.then(|| AccessLog::start(&req, conn.peer, &request_id, started));
 
-    let mut resp = if let Some(port) = listener.redirect_https_port {
+    let mut resp = if let Err(refusal) = super::strict::check(&req) {
+        refused(refusal, req.version())
+    } else if let Some(port) = listener.redirect_https_port {
         redirect_to_https(&req, &host, port)
     } else if let Some(resp) = admin(&app, listener.kind, req.uri().path()) {
         resp
@@ -248,9 +250,22 @@ fn proxy_error(e: &ProxyError, version: http::Version) -> Response<Body> {
         tracing::warn!(error = %e, "proxy error");
     }
     let mut resp = status_page(status);
-    if status == StatusCode::PAYLOAD_TOO_LARGE && version <= http::Version::HTTP_11 {
+    let unread = matches!(status, StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT);
+    if unread && version <= http::Version::HTTP_11 {
         // The rest of the body is still on the wire: tell the client this
         // connection ends here (RFC 9112 §9.6) rather than let it reuse it.
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// A request refused before routing; on HTTP/1 the connection ends with
+/// it, since a client that sent one malformed head may be trying to
+/// desynchronise the next.
+fn refused(refusal: super::strict::Refusal, version: http::Version) -> Response<Body> {
+    tracing::debug!(%refusal, "request refused");
+    let mut resp = status_page(refusal.status());
+    if version <= http::Version::HTTP_11 {
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp

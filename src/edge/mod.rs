@@ -9,6 +9,7 @@
 
 pub mod handler;
 mod listen;
+pub mod strict;
 pub mod tls;
 pub mod workers;
 
