@@ -106,6 +106,9 @@ enum Want {
     Refused,
 }
 
+/// Name, method, fields beside the pseudo-fields, body, expectation.
+type H2Case = (&'static str, &'static str, Vec<(&'static str, &'static str)>, &'static str, Want);
+
 fn base(method: &str, path: &str) -> Vec<(String, String)> {
     [(":method", method), (":scheme", "https"), (":path", path), (":authority", "site.example")]
         .iter()
@@ -123,7 +126,7 @@ async fn h2_requests_that_h1_could_not_carry_never_reach_the_upstream() {
     let olive = start(&ca, up.addr).await;
 
     #[rustfmt::skip]
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, &str, Want)> = vec![
+    let cases: Vec<H2Case> = vec![
         ("baseline: content-length matches", "POST", vec![("content-length", "5")], "hello", Want::Status(200, "hello")),
         ("no content-length", "POST", vec![], "hello", Want::Status(200, "hello")),
         ("content-length larger than the DATA (H2.CL)", "POST", vec![("content-length", "99999")], "hello", Want::Refused),

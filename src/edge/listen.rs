@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::handler::{self, App, Conn};
+use super::send_timeout::SendTimeout;
 use super::workers::Workers;
 
 pub(super) struct Listener {
@@ -122,6 +123,7 @@ impl ConnTask {
     }
 
     async fn handshake_and_serve(self, stream: TcpStream) {
+        let stream = SendTimeout::new(stream, self.app.config.limits.send_timeout);
         match self.tls.clone() {
             None => self.serve(stream).await,
             Some(acceptor) => {

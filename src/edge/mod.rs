@@ -9,6 +9,7 @@
 
 pub mod handler;
 mod listen;
+mod send_timeout;
 pub mod strict;
 pub mod tls;
 pub mod workers;
