@@ -48,6 +48,12 @@ pub const DEFAULT_BODY_BUFFER_BYTES: u64 = 1024 * 1024;
 /// Simultaneous client connections per listener; past it new connections wait
 /// in the kernel backlog. Each costs a file descriptor and some buffers.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Simultaneous client connections from one address (IPv6: one /64) per
+/// listener; past it a new connection is answered 429 and closed at once.
+/// Browsers open at most 6 HTTP/1.1 connections per site (one for HTTP/2),
+/// so 256 leaves room for a large office behind one NAT address while one
+/// client cannot take all of `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
 /// Concurrent HTTP/2 streams per client connection (RFC 9113 suggests at
 /// least 100).
 pub const DEFAULT_H2_MAX_STREAMS: u32 = 100;
@@ -159,6 +165,7 @@ pub struct Limits {
     /// `max_body_bytes`): stream it to the upstream, or refuse it with 413.
     pub oversize_body: OversizeBody,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
     pub h2_max_concurrent_streams: u32,
 }
 
@@ -175,6 +182,7 @@ impl Default for Limits {
             body_buffer_bytes: DEFAULT_BODY_BUFFER_BYTES,
             oversize_body: OversizeBody::Stream,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             h2_max_concurrent_streams: DEFAULT_H2_MAX_STREAMS,
         }
     }

@@ -355,9 +355,11 @@ impl Validator<'_> {
                 self.error(field, "must be greater than 0");
             }
         }
-        for (field, value) in
-            [("limits.max_headers", l.max_headers), ("limits.max_connections", l.max_connections)]
-        {
+        for (field, value) in [
+            ("limits.max_headers", l.max_headers),
+            ("limits.max_connections", l.max_connections),
+            ("limits.max_connections_per_ip", l.max_connections_per_ip),
+        ] {
             if value == 0 {
                 self.error(field, "must be greater than 0");
             }

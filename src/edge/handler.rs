@@ -6,12 +6,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
+
+use super::per_ip::IpSlot;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{self, Body};
@@ -103,7 +106,7 @@ pub struct HubTasks {
 pub struct Upgrade {
     pub shutdown: CancellationToken,
     tracker: tokio_util::task::TaskTracker,
-    slot: Arc<OwnedSemaphorePermit>,
+    slot: Arc<Slot>,
 }
 
 impl Upgrade {
@@ -131,12 +134,36 @@ pub struct Conn {
     /// than once per request (it goes into X-Forwarded-For).
     pub peer_ip: Arc<str>,
     pub tls: bool,
-    /// This connection's place under `limits.max_connections`.
-    pub slot: Arc<OwnedSemaphorePermit>,
+    /// This connection's place under the connection limits.
+    pub slot: Arc<Slot>,
+}
+
+/// A connection's places under `limits.max_connections` and
+/// `limits.max_connections_per_ip`, released together when the connection
+/// (or the session it was upgraded to) ends.
+#[derive(Debug)]
+pub struct Slot {
+    _total: OwnedSemaphorePermit,
+    _per_ip: IpSlot,
+    /// The listener's count of open connections.
+    open: Arc<AtomicUsize>,
+}
+
+impl Slot {
+    pub fn new(total: OwnedSemaphorePermit, per_ip: IpSlot, open: Arc<AtomicUsize>) -> Slot {
+        open.fetch_add(1, Ordering::Relaxed);
+        Slot { _total: total, _per_ip: per_ip, open }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Conn {
-    pub fn new(listener: usize, peer: SocketAddr, tls: bool, slot: OwnedSemaphorePermit) -> Conn {
+    pub fn new(listener: usize, peer: SocketAddr, tls: bool, slot: Slot) -> Conn {
         Conn { listener, peer, peer_ip: peer.ip().to_string().into(), tls, slot: Arc::new(slot) }
     }
 
