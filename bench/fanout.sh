@@ -192,6 +192,8 @@ log_level = "warn"
 [limits]
 # Default 10,000 per listener; raised to the descriptor limit.
 max_connections = $OLIVE_MAX_CONNECTIONS
+# Default 256 per address; every subscriber here comes from SOURCE_IPS.
+max_connections_per_ip = $OLIVE_MAX_CONNECTIONS
 
 [live]
 broker = "$broker"

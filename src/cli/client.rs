@@ -194,7 +194,10 @@ pub struct ServerFrame {
     pub kind: String,
     pub key: Option<String>,
     pub id: Option<String>,
-    pub data: Option<Value>,
+    /// As sent: JSON numbers beyond `f64` (`1e99999`) are valid JSON that
+    /// `Value` refuses, and one publisher's message must not make every
+    /// `olive tail` on the key fail to read its frames.
+    pub data: Option<Box<serde_json::value::RawValue>>,
     pub from: Option<Sender>,
     pub code: Option<String>,
     pub message: Option<String>,

@@ -198,13 +198,16 @@ fn human_line(incoming: &Incoming) -> String {
         line.push(':');
     }
     line.push(' ');
-    line.push_str(&clean(&data_text(frame.data.as_ref().unwrap_or(&Value::Null))));
+    line.push_str(&clean(&frame.data.as_ref().map_or_else(|| "null".to_owned(), |raw| data_text(raw))));
     line
 }
 
 /// A comment's text: its `text` field, else its `html` field as text;
-/// anything else as compact JSON.
-fn data_text(data: &Value) -> String {
+/// anything else as compact JSON (or as sent, when `Value` cannot hold it).
+fn data_text(raw: &serde_json::value::RawValue) -> String {
+    let Ok(data) = serde_json::from_str::<Value>(raw.get()) else {
+        return raw.get().trim().to_owned();
+    };
     if let Some(text) = data.get("text").and_then(Value::as_str) {
         return text.to_owned();
     }
@@ -212,6 +215,15 @@ fn data_text(data: &Value) -> String {
         return html_text(html);
     }
     data.to_string()
+}
+
+#[cfg(test)]
+#[test]
+fn data_beyond_f64_is_printed_as_sent() {
+    let raw = serde_json::value::RawValue::from_string("1e99999".into()).unwrap();
+    assert_eq!(data_text(&raw), "1e99999");
+    let raw = serde_json::value::RawValue::from_string(r#"{"text":"hi","n":1e99999}"#.into()).unwrap();
+    assert_eq!(data_text(&raw), r#"{"text":"hi","n":1e99999}"#);
 }
 
 /// The text of an HTML fragment: tags dropped, the common entities

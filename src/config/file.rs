@@ -18,6 +18,19 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// (slowloris). nginx's `client_header_timeout` defaults to 60s; browsers
 /// send a head in one packet, so 10s is generous.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request body olive reads before contacting the upstream (up to
+/// `body_buffer_bytes`, or a spooled chunked one) must arrive within this
+/// time, else 408 and the connection closes: without it a client sending
+/// a byte every few seconds holds a connection forever (slow-body attack).
+/// nginx's `client_body_timeout` is 60s between reads; this is for the
+/// whole body, so at the default 1 MiB buffer a client needs ~17 KiB/s.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// A write to a client that makes no progress for this long ends the
+/// connection (nginx's `send_timeout`, also 60s): a client that stops
+/// reading (slow-read attack) otherwise holds its slot and the response
+/// behind it forever. Counted between two successful writes, so a slow
+/// but moving download is not cut.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// TLS handshakes must finish within this time or the connection is dropped.
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request head size limit (request line + headers). nginx uses 4 buffers of
@@ -35,6 +48,12 @@ pub const DEFAULT_BODY_BUFFER_BYTES: u64 = 1024 * 1024;
 /// Simultaneous client connections per listener; past it new connections wait
 /// in the kernel backlog. Each costs a file descriptor and some buffers.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Simultaneous client connections from one address (IPv6: one /64) per
+/// listener; past it a new connection is answered 429 and closed at once.
+/// Browsers open at most 6 HTTP/1.1 connections per site (one for HTTP/2),
+/// so 256 leaves room for a large office behind one NAT address while one
+/// client cannot take all of `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
 /// Concurrent HTTP/2 streams per client connection (RFC 9113 suggests at
 /// least 100).
 pub const DEFAULT_H2_MAX_STREAMS: u32 = 100;
@@ -136,6 +155,10 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub tls_handshake_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_body_bytes: u64,
@@ -144,6 +167,7 @@ pub struct Limits {
     /// `max_body_bytes`): stream it to the upstream, or refuse it with 413.
     pub oversize_body: OversizeBody,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
     pub h2_max_concurrent_streams: u32,
 }
 
@@ -152,12 +176,15 @@ impl Default for Limits {
         Self {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             body_buffer_bytes: DEFAULT_BODY_BUFFER_BYTES,
             oversize_body: OversizeBody::Stream,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             h2_max_concurrent_streams: DEFAULT_H2_MAX_STREAMS,
         }
     }

@@ -352,9 +352,20 @@ impl Validator<'_> {
         if l.max_header_bytes < 8192 {
             self.error("limits.max_header_bytes", "hyper needs at least 8192");
         }
-        for (field, value) in
-            [("limits.max_headers", l.max_headers), ("limits.max_connections", l.max_connections)]
-        {
+        for (field, value) in [
+            ("limits.header_read_timeout", l.header_read_timeout),
+            ("limits.body_read_timeout", l.body_read_timeout),
+            ("limits.send_timeout", l.send_timeout),
+        ] {
+            if value.is_zero() {
+                self.error(field, "must be greater than 0");
+            }
+        }
+        for (field, value) in [
+            ("limits.max_headers", l.max_headers),
+            ("limits.max_connections", l.max_connections),
+            ("limits.max_connections_per_ip", l.max_connections_per_ip),
+        ] {
             if value == 0 {
                 self.error(field, "must be greater than 0");
             }

@@ -6,12 +6,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
+
+use super::per_ip::IpSlot;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, Auth, Refusal};
@@ -128,7 +131,7 @@ pub struct HubTasks {
 pub struct Upgrade {
     pub shutdown: CancellationToken,
     tracker: tokio_util::task::TaskTracker,
-    slot: (Arc<OwnedSemaphorePermit>, metrics::Open),
+    slot: (Arc<Slot>, metrics::Open),
 }
 
 impl Upgrade {
@@ -156,12 +159,36 @@ pub struct Conn {
     /// than once per request (it goes into X-Forwarded-For).
     pub peer_ip: Arc<str>,
     pub tls: bool,
-    /// This connection's place under `limits.max_connections`.
-    pub slot: Arc<OwnedSemaphorePermit>,
+    /// This connection's place under the connection limits.
+    pub slot: Arc<Slot>,
+}
+
+/// A connection's places under `limits.max_connections` and
+/// `limits.max_connections_per_ip`, released together when the connection
+/// (or the session it was upgraded to) ends.
+#[derive(Debug)]
+pub struct Slot {
+    _total: OwnedSemaphorePermit,
+    _per_ip: IpSlot,
+    /// The listener's count of open connections.
+    open: Arc<AtomicUsize>,
+}
+
+impl Slot {
+    pub fn new(total: OwnedSemaphorePermit, per_ip: IpSlot, open: Arc<AtomicUsize>) -> Slot {
+        open.fetch_add(1, Ordering::Relaxed);
+        Slot { _total: total, _per_ip: per_ip, open }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Conn {
-    pub fn new(listener: usize, peer: SocketAddr, tls: bool, slot: OwnedSemaphorePermit) -> Conn {
+    pub fn new(listener: usize, peer: SocketAddr, tls: bool, slot: Slot) -> Conn {
         Conn { listener, peer, peer_ip: peer.ip().to_string().into(), tls, slot: Arc::new(slot) }
     }
 
@@ -181,7 +208,10 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Respon
     let log = app.config.server.access_log.then(|| AccessLog::start(&req, conn.peer, &request_id, started));
 
     let mut route = RouteLabel::ADMIN;
-    let mut resp = if let Some(port) = listener.redirect_https_port {
+    let mut resp = if let Err(refusal) = super::strict::check(&req) {
+        route = RouteLabel::UNROUTED;
+        malformed(refusal, req.version())
+    } else if let Some(port) = listener.redirect_https_port {
         route = RouteLabel::REDIRECT;
         redirect_to_https(&req, &host, port)
     } else if let Some(resp) = admin(&app, listener.kind, req.uri().path()) {
@@ -329,9 +359,22 @@ fn proxy_error(e: &ProxyError, version: http::Version) -> Response<Body> {
         tracing::warn!(error = %e, "proxy error");
     }
     let mut resp = status_page(status);
-    if status == StatusCode::PAYLOAD_TOO_LARGE && version <= http::Version::HTTP_11 {
+    let unread = matches!(status, StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT);
+    if unread && version <= http::Version::HTTP_11 {
         // The rest of the body is still on the wire: tell the client this
         // connection ends here (RFC 9112 §9.6) rather than let it reuse it.
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// A request refused before routing; on HTTP/1 the connection ends with
+/// it, since a client that sent one malformed head may be trying to
+/// desynchronise the next.
+fn malformed(refusal: super::strict::Refusal, version: http::Version) -> Response<Body> {
+    tracing::debug!(%refusal, "request refused");
+    let mut resp = status_page(refusal.status());
+    if version <= http::Version::HTTP_11 {
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp

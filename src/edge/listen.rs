@@ -16,13 +16,19 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::handler::{self, App, Conn};
+use super::handler::{self, App, Conn, Slot};
+use super::per_ip::{self, PerIp};
+use super::send_timeout::SendTimeout;
 use super::workers::Workers;
 use crate::ops::metrics::{Handshake, Kind};
 
 pub(super) struct Listener {
     pub index: usize,
     pub socket: TcpListener,
+    /// `limits.max_connections` permits, one moved into each connection.
+    pub slots: Arc<Semaphore>,
+    /// Connections open now (see `OpenConnections`).
+    pub open: Arc<std::sync::atomic::AtomicUsize>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub app: Arc<App>,
     pub graceful: Arc<GracefulShutdown>,
@@ -33,8 +39,8 @@ pub(super) struct Listener {
 
 impl Listener {
     pub async fn accept_loop(self, shutdown: CancellationToken) {
-        let limits = &self.app.config.limits;
-        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let permits = self.slots.clone();
+        let per_ip = PerIp::new(self.app.config.limits.max_connections_per_ip);
         let http = Arc::new(http_builder(&self.app));
         let _listening = self.app.metrics.listening();
         loop {
@@ -56,6 +62,15 @@ impl Listener {
                 },
                 _ = shutdown.cancelled() => return,
             };
+            let Some(ip_slot) = per_ip.try_take(peer.ip()) else {
+                tracing::debug!(%peer, "refused: limits.max_connections_per_ip");
+                if self.tls.is_none() {
+                    // Best effort, never waited for: the socket is new, so
+                    // its send buffer is empty and this fits.
+                    let _ = stream.try_write(per_ip::REFUSAL);
+                }
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             // Handed over as a std socket: the worker registers it with its
             // own reactor (see `workers`).
@@ -66,7 +81,12 @@ impl Listener {
                     continue;
                 }
             };
-            let conn = Conn::new(self.index, peer, self.tls.is_some(), permit);
+            let conn = Conn::new(
+                self.index,
+                peer,
+                self.tls.is_some(),
+                Slot::new(permit, ip_slot, self.open.clone()),
+            );
             let task = ConnTask {
                 app: self.app.clone(),
                 http: http.clone(),
@@ -126,6 +146,7 @@ impl ConnTask {
     }
 
     async fn handshake_and_serve(self, stream: TcpStream) {
+        let stream = SendTimeout::new(stream, self.app.config.limits.send_timeout);
         match self.tls.clone() {
             None => self.serve(stream).await,
             Some(acceptor) => {

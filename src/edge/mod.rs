@@ -9,15 +9,20 @@
 
 pub mod handler;
 mod listen;
+pub mod per_ip;
+mod send_timeout;
+pub mod strict;
 pub mod tls;
 pub mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context as _;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use handler::App;
@@ -29,7 +34,29 @@ pub struct Server {
     app: Arc<App>,
     hub_tasks: handler::HubTasks,
     sockets: Vec<TcpListener>,
+    /// Per listener, its `limits.max_connections` slots.
+    slots: Vec<Arc<Semaphore>>,
+    /// Per listener, its open connections.
+    open: Vec<Arc<AtomicUsize>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// A listener's open client connections, upgraded ones (tunnels,
+/// websockets) included: what `limits.max_connections` bounds.
+#[derive(Clone)]
+pub struct OpenConnections {
+    open: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl OpenConnections {
+    pub fn count(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
 }
 
 impl Server {
@@ -52,14 +79,23 @@ impl Server {
             tracing::info!(listener = %l.name, kind = ?l.kind, addr = %socket.local_addr()?, "listening");
             sockets.push(socket);
         }
+        let slots = sockets.iter().map(|_| Arc::new(Semaphore::new(config.limits.max_connections))).collect();
+        let open = sockets.iter().map(|_| Arc::new(AtomicUsize::new(0))).collect();
         let (app, hub_tasks) = App::new(config, CancellationToken::new());
-        Ok(Server { app: Arc::new(app), hub_tasks, sockets, tls })
+        Ok(Server { app: Arc::new(app), hub_tasks, sockets, slots, open, tls })
     }
 
     /// The bound address of the listener called `name` (port 0 resolved).
     pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
         let i = self.app.config.listeners.iter().position(|l| l.name == name)?;
         self.sockets[i].local_addr().ok()
+    }
+
+    /// The connection count of the listener called `name`, to watch while
+    /// the server runs.
+    pub fn open_connections(&self, name: &str) -> Option<OpenConnections> {
+        let i = self.app.config.listeners.iter().position(|l| l.name == name)?;
+        Some(OpenConnections { open: self.open[i].clone(), max: self.app.config.limits.max_connections })
     }
 
     /// Serves until `shutdown` is cancelled, then drains within the
@@ -82,10 +118,13 @@ impl Server {
             workers.spawn_on(inbox.0, hub.run_shard(inbox));
         }
         let mut accept_loops = tokio::task::JoinSet::new();
-        for (index, socket) in self.sockets.into_iter().enumerate() {
+        let listeners = self.sockets.into_iter().zip(self.slots).zip(self.open);
+        for (index, ((socket, slots), open)) in listeners.enumerate() {
             let listener = listen::Listener {
                 index,
                 socket,
+                slots,
+                open,
                 tls: if self.app.config.listeners[index].kind == ListenerKind::Https {
                     self.tls.clone()
                 } else {

@@ -35,6 +35,8 @@ pub enum BodyError {
     TooLarge,
     #[error("reading request body: {0}")]
     Read(#[from] hyper::Error),
+    #[error("request body not received within limits.body_read_timeout")]
+    Timeout,
     #[error("spooling request body to disk: {0}")]
     Spool(#[from] std::io::Error),
 }
@@ -65,7 +67,23 @@ impl Prepared {
 }
 
 /// Reads up to the buffering limit of `incoming`; see the module docs.
+///
+/// What olive reads itself (the buffered body, or the whole of a spooled
+/// one) must arrive within `limits.body_read_timeout`: without a deadline
+/// a client trickling a byte now and then (slowhttptest's slow-body mode)
+/// holds its connection slot forever. A streamed remainder is bounded by
+/// the upstream's `header_timeout` instead.
 pub async fn prepare(
+    incoming: Incoming,
+    content_length: Option<u64>,
+    limits: &Limits,
+) -> Result<Prepared, BodyError> {
+    tokio::time::timeout(limits.body_read_timeout, read(incoming, content_length, limits))
+        .await
+        .unwrap_or(Err(BodyError::Timeout))
+}
+
+async fn read(
     mut incoming: Incoming,
     content_length: Option<u64>,
     limits: &Limits,

@@ -21,8 +21,10 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Fields that are hop-by-hop whether or not `Connection` names them
 /// (RFC 9110 §7.6.1, plus the non-standard `Proxy-Connection` and
-/// `Keep-Alive` that old clients send).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// `Keep-Alive` that old clients send, and `HTTP2-Settings`, which only
+/// an h2c upgrade of the immediate connection uses: RFC 7540 §3.2.1).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    HeaderName::from_static("http2-settings"),
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -50,6 +52,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     if !keep_upgrade {
         headers.remove(header::UPGRADE);
+    }
+}
+
+/// Removes fields whose names contain `_`, as nginx does by default
+/// (`underscores_in_headers off`). CGI and WSGI turn `-` into `_` when they
+/// name a field (RFC 3875 §4.1.18, PEP 3333), so Django would read a
+/// client's `X_Forwarded_Proto` as the `X-Forwarded-Proto` olive sets, and
+/// which one wins depends on the server.
+pub fn strip_underscored(headers: &mut HeaderMap) {
+    if !headers.keys().any(|name| name.as_str().contains('_')) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|name| name.as_str().contains('_')).cloned().collect();
+    for name in names {
+        headers.remove(name);
     }
 }
 
@@ -187,6 +204,15 @@ mod tests {
             strip_hop_by_hop(&mut h, keep_upgrade);
             assert_eq!(names(&h), left, "{input:?}");
         }
+    }
+
+    /// RFC 3875 §4.1.18: `X_Forwarded_Proto` and `X-Forwarded-Proto` are
+    /// one meta-variable to a WSGI server.
+    #[test]
+    fn underscored_names_are_dropped() {
+        let mut h = map(&[("x_forwarded_proto", "https"), ("x-ok", "1"), ("a_b", "2")]);
+        strip_underscored(&mut h);
+        assert_eq!(names(&h), ["x-ok"]);
     }
 
     fn forwarded(input: &[(&str, &str)], trusted: bool, peer: &str, host: &str) -> HeaderMap {

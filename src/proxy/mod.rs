@@ -45,6 +45,7 @@ impl ProxyError {
         match self {
             ProxyError::Body(body::BodyError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Body(body::BodyError::Read(_)) => StatusCode::BAD_REQUEST,
+            ProxyError::Body(body::BodyError::Timeout) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Body(body::BodyError::Spool(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Connect(_) | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -77,6 +78,11 @@ pub struct UpstreamAddrUsed(pub std::sync::Arc<str>);
 /// Rewrites a client request head into the one the upstream gets.
 pub(crate) fn upstream_head(parts: &mut http::request::Parts, client: &ClientInfo, keep_upgrade: bool) {
     headers::strip_hop_by_hop(&mut parts.headers, keep_upgrade);
+    headers::strip_underscored(&mut parts.headers);
+    // olive answered the expectation itself (hyper sends `100 Continue`
+    // when the body is first read) and forwards a body it already holds:
+    // an upstream's own interim 100 would only be noise (RFC 9110 §10.1.1).
+    parts.headers.remove(header::EXPECT);
     headers::set_forwarding(
         &mut parts.headers,
         headers::Forwarding {
@@ -88,10 +94,14 @@ pub(crate) fn upstream_head(parts: &mut http::request::Parts, client: &ClientInf
         },
     );
     parts.headers.insert(&headers::X_REQUEST_ID, client.request_id.clone());
-    if !parts.headers.contains_key(header::HOST)
+    // The upstream's Host is the name olive routed on. With a target in
+    // absolute-form (RFC 9112 §3.2.2) or an HTTP/2 `:authority` (RFC 9113
+    // §8.3.1), that is the target's authority, whatever `Host` said:
+    // forwarding the client's `Host` unchanged would let a request routed
+    // as one site reach Django as another.
+    if (parts.uri.authority().is_some() || !parts.headers.contains_key(header::HOST))
         && let Ok(host) = HeaderValue::from_str(&client.host)
     {
-        // HTTP/2 clients send :authority instead of Host.
         parts.headers.insert(header::HOST, host);
     }
     parts.version = Version::HTTP_11;
@@ -119,11 +129,25 @@ pub async fn forward(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let framed = content_length.is_some() || parts.headers.contains_key(header::TRANSFER_ENCODING);
     let prepared = body::prepare(incoming, content_length, limits).await?;
     let asked = Instant::now();
     upstream_head(&mut parts, client, false);
 
     let (body, replay, length) = prepared.into_body();
+    // The upstream's framing is the length of what olive read, never the
+    // client's header as sent: HTTP/2's h2 checks only the first of
+    // several `content-length` fields, and a stale header beside a body
+    // of another length is how requests are smuggled (RFC 9112 §6.3).
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let length = match (&replay, length) {
+        (_, Some(len)) => Some(len),
+        (Some(bytes), None) if framed || !bytes.is_empty() => Some(bytes.len() as u64),
+        // Streaming: hyper (HTTP/1) or h2 (HTTP/2) enforces that the body
+        // is exactly this long, or fails it.
+        (None, None) => content_length,
+        (Some(_), None) => None,
+    };
     if let Some(len) = length {
         parts.headers.insert(header::CONTENT_LENGTH, len.into());
     }

@@ -46,6 +46,7 @@ pub fn init() {
 pub struct Olive {
     pub dir: tempfile::TempDir,
     addrs: HashMap<String, SocketAddr>,
+    connections: HashMap<String, olive::edge::OpenConnections>,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -66,13 +67,20 @@ impl Olive {
         let names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
         let server = Server::bind(config).await.unwrap();
         let addrs = names.iter().map(|n| (n.clone(), server.local_addr(n).unwrap())).collect();
+        let connections = names.iter().map(|n| (n.clone(), server.open_connections(n).unwrap())).collect();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
-        Olive { dir, addrs, shutdown, task }
+        Olive { dir, addrs, connections, shutdown, task }
     }
 
     pub fn addr(&self, listener: &str) -> SocketAddr {
         self.addrs[listener]
+    }
+
+    /// Open client connections on a listener (its `max_connections`
+    /// slots taken).
+    pub fn open_connections(&self, listener: &str) -> usize {
+        self.connections[listener].count()
     }
 
     /// `http://127.0.0.1:PORT/path` (or https for a TLS listener named
