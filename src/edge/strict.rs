@@ -25,7 +25,8 @@ pub enum Refusal {
     #[error("authority-form request target outside CONNECT")]
     AuthorityForm,
     /// RFC 9110 §9.3.6: CONNECT asks for a tunnel to any address, which is
-    /// a forward proxy's job; olive is a gateway to its own routes.
+    /// a forward proxy's job; olive is a gateway to its own routes. (An
+    /// HTTP/2 extended CONNECT, RFC 8441, is a websocket, not this.)
     #[error("CONNECT is not served")]
     Connect,
 }
@@ -42,7 +43,9 @@ impl Refusal {
 
 /// Checks the request target and `Host`; see the module docs.
 pub fn check<B>(req: &Request<B>) -> Result<(), Refusal> {
-    if req.method() == Method::CONNECT {
+    // An HTTP/2 extended CONNECT (RFC 8441) opens a websocket on a live
+    // route, not a tunnel to an address; the router decides where it goes.
+    if req.method() == Method::CONNECT && !crate::live::ws::is_extended_connect(req) {
         return Err(Refusal::Connect);
     }
     let uri = req.uri();
@@ -128,5 +131,17 @@ mod tests {
             let r = req(method, target, version, hosts);
             assert_eq!(check(&r), want, "{method} {target} {version:?} {hosts:?}");
         }
+    }
+
+    /// RFC 8441 §4: a websocket over HTTP/2 is a CONNECT with `:protocol`;
+    /// any other protocol is still a tunnel request.
+    #[test]
+    fn an_extended_connect_for_a_websocket_passes() {
+        let mut ws = req("CONNECT", "https://a.example/olive/ws", Version::HTTP_2, &[]);
+        ws.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
+        assert_eq!(check(&ws), Ok(()));
+        let mut other = req("CONNECT", "https://a.example/olive/ws", Version::HTTP_2, &[]);
+        other.extensions_mut().insert(hyper::ext::Protocol::from_static("connect-udp"));
+        assert_eq!(check(&other), Err(Refusal::Connect));
     }
 }
