@@ -162,22 +162,10 @@ fi
 
 # ---------------------------------------------------------------- processes
 
-TMP=$(mktemp -d /tmp/olive-fanout.XXXXXX)
+make_tmp olive-fanout
 RESULTS=$ROOT/bench/results/fanout-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$RESULTS"
 
-
-cleanup() {
-  stop_all
-  if [[ ${KEEP_TMP:-0} == 1 ]]; then
-    log "kept $TMP"
-  else
-    rm -rf "$TMP"
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 
 # start_olive BROKER: a fresh olive; sets SERVER_PIDS.

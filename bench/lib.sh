@@ -65,3 +65,21 @@ apt_install() {
   ((policy_added)) && "${sudo[@]}" rm -f /usr/sbin/policy-rc.d
   ((rc == 0)) || die "apt-get install $* failed"
 }
+
+# make_tmp NAME: a temporary directory in $TMP, removed on exit (with every
+# process stop_all knows) unless KEEP_TMP=1; INT and TERM exit through it.
+make_tmp() {
+  TMP=$(mktemp -d "/tmp/$1.XXXXXX")
+  trap cleanup_tmp EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
+cleanup_tmp() {
+  stop_all
+  if [[ ${KEEP_TMP:-0} == 1 ]]; then
+    log "kept $TMP"
+  else
+    rm -rf "$TMP"
+  fi
+}

@@ -102,19 +102,7 @@ fi
 
 # ---------------------------------------------------------------- processes
 
-TMP=$(mktemp -d /tmp/olive-bench.XXXXXX)
-
-cleanup() {
-  stop_all
-  if [[ ${KEEP_TMP:-0} == 1 ]]; then
-    log "kept $TMP"
-  else
-    rm -rf "$TMP"
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+make_tmp olive-bench
 
 
 log "certificate in $TMP"
