@@ -260,8 +260,11 @@ fn free_port(max: u16) -> u16 {
 
 /// What both the server and the CLI need to find and talk to the node.
 fn node_env(cmd: &mut Command, dir: &Path, name: &str, dist_port: u16) {
-    // Erlang reads the cookie from $HOME/.erlang.cookie.
-    cmd.env("HOME", dir)
+    // Erlang reads the cookie from $HOME/.erlang.cookie, and writes any
+    // erl_crash.dump into the working directory: both stay in the node's dir.
+    cmd.current_dir(dir)
+        .env("HOME", dir)
+        .env("ERL_CRASH_DUMP", dir.join("erl_crash.dump"))
         .env("RABBITMQ_CONF_ENV_FILE", dir.join("rabbitmq-env.conf"))
         .env("RABBITMQ_NODENAME", name)
         .env("RABBITMQ_DIST_PORT", dist_port.to_string());
