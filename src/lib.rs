@@ -15,6 +15,7 @@ pub mod cli;
 pub mod compress;
 pub mod config;
 pub mod edge;
+pub mod limit;
 pub mod live;
 pub mod ops;
 pub mod proxy;

@@ -4,83 +4,18 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::live::{Ws, config_auth, recv, send, subscribe};
+use common::tokens::{
+    OTHER_SECRET, SECRET, bearer, claims, hs, hs_auth, notes_token, now, open, sign, start,
+};
 use common::{Olive, client};
 use futures_util::StreamExt;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-
-const SECRET: &str = "test-secret-of-at-least-thirty-two-bytes";
-const OTHER_SECRET: &str = "another-secret-at-least-thirty-two-bytes";
-
-/// `[auth]` with one HS256 key `hs` (secret from a file in the olive dir),
-/// anonymous visitors may subscribe to `olive.public.#`, and `extra`.
-fn hs_auth(extra: &str) -> String {
-    format!(
-        r#"{extra}
-anonymous = {{ subscribe = ["olive.public.#"] }}
-
-[[auth.key]]
-kid = "hs"
-algorithm = "HS256"
-secret_file = "{{dir}}/secret"
-"#
-    )
-}
-
-async fn start(auth: &str) -> Olive {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    std::fs::write(dir.path().join("other-secret"), OTHER_SECRET).unwrap();
-    Olive::start_in(dir, &config_auth("", "", auth)).await
-}
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-/// Claims for user 7 (Ann) with `grants`, valid for a minute.
-fn claims(grants: Value) -> Value {
-    json!({"sub": "7", "name": "Ann", "aud": "olive", "iss": "django", "exp": now() + 60, "grants": grants})
-}
-
-fn sign(alg: Algorithm, kid: &str, claims: &Value, key: &EncodingKey) -> String {
-    let mut header = Header::new(alg);
-    header.kid = Some(kid.into());
-    jsonwebtoken::encode(&header, claims, key).unwrap()
-}
-
-fn hs(claims: &Value) -> String {
-    sign(Algorithm::HS256, "hs", claims, &EncodingKey::from_secret(SECRET.as_bytes()))
-}
-
-fn notes_token() -> String {
-    hs(&claims(json!({"subscribe": ["olive.notes.#"]})))
-}
-
-/// Opens `/olive/ws{query}` with `headers`; the handshake's answer.
-async fn open(olive: &Olive, query: &str, headers: &[(&str, &str)]) -> Result<Ws, u16> {
-    let url = format!("ws://{}/olive/ws{query}", olive.addr("http"));
-    let mut req = url.into_client_request().unwrap();
-    for (name, value) in headers {
-        req.headers_mut()
-            .insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
-    }
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(WsError::Http(resp)) => Err(resp.status().as_u16()),
-        Err(e) => panic!("{e}"),
-    }
-}
-
-async fn bearer(olive: &Olive, token: &str) -> Ws {
-    open(olive, "", &[("authorization", &format!("Bearer {token}"))]).await.expect("accepted")
-}
 
 /// Sends a frame and expects a `forbidden` error back.
 async fn forbidden(ws: &mut Ws, frame: Value) -> Value {

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::live::{Ws, connect, recv_within, subscribe};
+use common::live::{Ws, connect, ready, recv_within, subscribe};
 use common::{Olive, client, rabbit};
 use futures_util::SinkExt;
 use serde_json::{Value, json};
@@ -22,18 +22,6 @@ fn node_config(exchange: &str) -> String {
 
 fn exchange(test: &str) -> String {
     format!("olive.test.{test}.{:08x}", fastrand::u32(..))
-}
-
-async fn ready(olive: &Olive) {
-    let http = client();
-    for _ in 0..100 {
-        let resp = http.get(olive.url("admin", "/readyz")).send().await.unwrap();
-        if resp.status() == 200 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("olive did not become ready (is RabbitMQ up?)");
 }
 
 /// The binding in RabbitMQ follows the subscribe asynchronously: publish

@@ -81,8 +81,11 @@ impl Grants {
         self.subscribe.iter().any(|g| g.contains(pattern))
     }
 
+    /// Whether a grant covers `key`. olive's control keys
+    /// (`olive.control.…`, [`super::revoke`]) are never granted: only the
+    /// admin listener and the site's own AMQP programs publish there.
     pub fn may_publish(&self, key: &Key) -> bool {
-        self.publish.iter().any(|g| g.matches(key))
+        !super::revoke::is_control(key) && self.publish.iter().any(|g| g.matches(key))
     }
 
     pub fn may_see_presence(&self, key: &Key) -> bool {
@@ -129,6 +132,13 @@ mod tests {
         assert!(g.may_see_presence(&Key::parse("olive.demo.a.b").unwrap()));
         assert!(!g.may_see_presence(&Key::parse("olive.notes.note.1").unwrap()));
         assert!(!Grants::default().may_subscribe(&Pattern::parse("a").unwrap()));
+    }
+
+    #[test]
+    fn no_grant_covers_olive_control_keys() {
+        let g = grants(&[], &["#"]);
+        assert!(g.may_publish(&Key::parse("olive.notes.note.1").unwrap()));
+        assert!(!g.may_publish(&Key::parse("olive.control.revoke.1").unwrap()));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! - [`grants`]: the key patterns an identity may subscribe to, publish
 //!   on and see presence of, and the checks;
 //! - [`rabbit`]: RabbitMQ's HTTP auth backend, so that programs speaking
-//!   AMQP directly get exactly their token's grants.
+//!   AMQP directly get exactly their token's grants;
+//! - [`revoke`]: revocations from the broker, which refuse a user's tokens
+//!   and end their sessions on every node.
 //!
 //! [`Auth::authenticate`] turns a request into an [`Identity`]: the token
 //! from `Authorization: Bearer`, `?token=` or the `olive_token` cookie (in
@@ -22,6 +24,7 @@
 pub mod django_session;
 pub mod grants;
 pub mod rabbit;
+pub mod revoke;
 pub mod token;
 
 use std::sync::Arc;
@@ -50,12 +53,14 @@ pub struct Identity {
     /// When the token stops being good (`exp` plus leeway); `None` for
     /// anonymous visitors, whose grants do not expire.
     pub expires: Option<SystemTime>,
+    /// The token's `iat`, which decides whether a revocation covers it.
+    pub issued: Option<u64>,
 }
 
 impl Identity {
     /// An anonymous identity with these grants (tests, embedding).
     pub fn anonymous(grants: Arc<Grants>) -> Identity {
-        Identity { user: None, grants, expires: None }
+        Identity { user: None, grants, expires: None, issued: None }
     }
 
     /// How presence shows this identity.
@@ -115,6 +120,9 @@ pub struct Stats {
     pub issuer: AtomicU64,
     pub missing_claim: AtomicU64,
     pub bad_grants: AtomicU64,
+    pub revoked: AtomicU64,
+    /// Revocations applied (each ends the user's sessions on this node).
+    pub revocations: AtomicU64,
     pub origin: AtomicU64,
     pub admin: AtomicU64,
     /// Live actions refused for want of a grant (`forbidden`).
@@ -142,6 +150,7 @@ impl Stats {
                 TokenError::Issuer => &self.issuer,
                 TokenError::MissingClaim(_) => &self.missing_claim,
                 TokenError::Grants(_) => &self.bad_grants,
+                TokenError::Revoked => &self.revoked,
             },
             Refusal::Origin(_) => &self.origin,
             Refusal::Admin => &self.admin,
@@ -161,6 +170,7 @@ pub struct Auth {
     anonymous: Arc<Grants>,
     /// AMQP users logged in with a token ([`rabbit`]).
     pub amqp_users: rabbit::Users,
+    pub revocations: revoke::Revocations,
     pub stats: Stats,
 }
 
@@ -170,6 +180,7 @@ impl Auth {
             verifier: Verifier::new(config),
             anonymous: Arc::new(config.anonymous.clone()),
             amqp_users: rabbit::Users::new(config.amqp_max_users),
+            revocations: revoke::Revocations::new(config.revoke_ttl, config.max_revoked),
             config: config.clone(),
             stats: Stats::default(),
         }
@@ -198,23 +209,80 @@ impl Auth {
         if source == Source::Cookie {
             self.check_origin(headers, uri)?;
         }
-        let verified = self.verifier.verify(&token)?;
+        let verified = self.check(&token)?;
         Ok(Identity {
             user: Some(verified.user),
             grants: Arc::new(verified.grants),
             expires: Some(verified.expires),
+            issued: verified.issued,
         })
     }
 
     /// Verifies a token on its own (RabbitMQ logins).
     pub fn verify(&self, token: &str) -> Result<token::Verified, Refusal> {
-        self.verifier.verify(token).map_err(|e| {
+        self.check(token).map_err(|e| {
             let refusal = Refusal::Token(e);
             self.stats.count(&refusal);
             refusal
         })
     }
 
+    /// The one verification: signature and claims, then revocations.
+    fn check(&self, token: &str) -> Result<token::Verified, TokenError> {
+        let verified = self.verifier.verify(token)?;
+        if self.revocations.revoked(&verified.user.id, verified.issued) {
+            return Err(TokenError::Revoked);
+        }
+        Ok(verified)
+    }
+
+    /// Completes when a live session of `identity` must end: its token
+    /// expired, or its user was revoked. Never for anonymous visitors.
+    pub fn session_end(self: &Arc<Self>, identity: &Identity) -> SessionEnd {
+        let Some(user) = &identity.user else { return Box::pin(std::future::pending()) };
+        let (auth, user, issued, expires) =
+            (self.clone(), user.id.clone(), identity.issued, identity.expires);
+        Box::pin(async move {
+            tokio::select! {
+                () = until(expires) => Ended::Expired,
+                () = auth.revocations.ended(&user, issued) => Ended::Revoked,
+            }
+        })
+    }
+}
+
+/// Completes at `expires` (never when `None`).
+async fn until(expires: Option<std::time::SystemTime>) {
+    match expires {
+        Some(at) => {
+            let left = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+            tokio::time::sleep(left).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Why a live session's identity ran out ([`Auth::session_end`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Expired,
+    Revoked,
+}
+
+impl Ended {
+    /// The close reason a websocket client reads, and the SSE event's.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Ended::Expired => "token expired",
+            Ended::Revoked => "token revoked",
+        }
+    }
+}
+
+/// Boxed: it sits in every idle session.
+pub type SessionEnd = std::pin::Pin<Box<dyn std::future::Future<Output = Ended> + Send>>;
+
+impl Auth {
     /// A request with an `Origin` must come from the request's own host or
     /// an allowed origin. Requests without one are not from a browser page
     /// on another site (browsers always send it on websocket upgrades and

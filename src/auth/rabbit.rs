@@ -53,6 +53,8 @@ const SERVER_NAMED_QUEUE: &str = "amq.gen-";
 struct Entry {
     grants: Arc<Grants>,
     expires: SystemTime,
+    /// The token's user (`sub`), whose revocation forgets the entry.
+    sub: Arc<str>,
 }
 
 /// AMQP users that logged in with a token, remembered until it expires.
@@ -95,6 +97,12 @@ impl Users {
             }
             None => None,
         }
+    }
+
+    /// Forgets the AMQP users logged in with a token of `sub`: RabbitMQ's
+    /// next check for them is refused (revocation).
+    pub fn forget(&self, sub: &str) {
+        self.users.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, e| &*e.sub != sub);
     }
 
     pub fn len(&self) -> usize {
@@ -153,7 +161,8 @@ fn login(auth: &Auth, username: &str, password: &str) -> bool {
         Stats::add(&auth.stats.amqp_refused);
         return false;
     }
-    let entry = Entry { grants: Arc::new(verified.grants), expires: verified.expires };
+    let sub = verified.user.id.as_str().into();
+    let entry = Entry { grants: Arc::new(verified.grants), expires: verified.expires, sub };
     match auth.amqp_users.insert(username, entry, SystemTime::now()) {
         Ok(()) => true,
         Err(Full) => {
@@ -261,7 +270,11 @@ mod tests {
     fn users_expire_and_are_capped() {
         let users = Users::new(2);
         let now = SystemTime::now();
-        let entry = |secs| Entry { grants: Arc::new(grants()), expires: now + Duration::from_secs(secs) };
+        let entry = |secs| Entry {
+            grants: Arc::new(grants()),
+            expires: now + Duration::from_secs(secs),
+            sub: "1".into(),
+        };
         users.insert("a", entry(10), now).unwrap();
         users.insert("b", entry(100), now).unwrap();
         assert_eq!(users.insert("c", entry(10), now), Err(Full));

@@ -19,7 +19,8 @@ use super::grants::{GrantError, Grants, RawGrants};
 use crate::config;
 
 /// The claims olive reads. `aud`, `iss`, `nbf` are checked by the
-/// verifier and not kept; unknown claims (`jti`, `iat`) are ignored.
+/// verifier and not kept; `iat` decides whether a revocation covers the
+/// token; unknown claims (`jti`) are ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// The Django user id. Required, like `exp`.
@@ -38,6 +39,10 @@ pub struct Claims {
     /// token without it (the default only lets that refusal name the claim).
     #[serde(default)]
     pub exp: u64,
+    /// When it was minted, seconds since the epoch (written by the minter,
+    /// not from here).
+    #[serde(default, skip_serializing)]
+    pub iat: Option<u64>,
 }
 
 /// What a token minted by `olive token` carries: the claims olive reads,
@@ -66,6 +71,8 @@ pub struct Verified {
     pub grants: Grants,
     /// When it stops being accepted (its `exp` plus the leeway).
     pub expires: SystemTime,
+    /// Its `iat`, if it has one.
+    pub issued: Option<u64>,
 }
 
 /// Why a token was refused; each is counted ([`super::Stats`]).
@@ -95,6 +102,8 @@ pub enum TokenError {
     MissingClaim(String),
     #[error("bad grants: {0}")]
     Grants(#[from] GrantError),
+    #[error("token revoked")]
+    Revoked,
 }
 
 /// Checks tokens against the configured keys.
@@ -150,6 +159,7 @@ impl Verifier {
             user: User { id: claims.sub, name: claims.name, amqp_user: claims.amqp_user },
             grants,
             expires: UNIX_EPOCH + Duration::from_secs(claims.exp) + self.leeway,
+            issued: claims.iat,
         })
     }
 }
@@ -235,6 +245,7 @@ pub fn mint(
         amqp_user: mint.amqp_user.clone(),
         grants: mint.grants.clone(),
         exp: now + mint.ttl.as_secs(),
+        iat: None,
     };
     let minted = MintedClaims { claims: &claims, aud: &config.audience, iss: &config.issuer, iat: now };
     let mut header = Header::new(algorithm);

@@ -31,6 +31,8 @@ pub struct Auth {
     pub admin_token: Option<Secret>,
     pub amqp_vhost: String,
     pub amqp_max_users: usize,
+    pub revoke_ttl: Duration,
+    pub max_revoked: usize,
 }
 
 impl Default for Auth {
@@ -49,6 +51,8 @@ impl Default for Auth {
             admin_token: None,
             amqp_vhost: d.amqp.vhost,
             amqp_max_users: d.amqp.max_users,
+            revoke_ttl: d.revoke_ttl,
+            max_revoked: d.max_revoked,
         }
     }
 }
@@ -97,6 +101,7 @@ impl Validator<'_> {
             ("max_token_bytes", a.max_token_bytes),
             ("max_grants", a.max_grants),
             ("amqp.max_users", a.amqp.max_users),
+            ("max_revoked", a.max_revoked),
         ] {
             if value == 0 {
                 self.error(format!("auth.{field}"), "must be greater than 0");
@@ -139,6 +144,8 @@ impl Validator<'_> {
             admin_token,
             amqp_vhost: a.amqp.vhost,
             amqp_max_users: a.amqp.max_users,
+            revoke_ttl: a.revoke_ttl,
+            max_revoked: a.max_revoked,
         }
     }
 

@@ -109,6 +109,8 @@ pub struct File {
     pub live: Live,
     #[serde(default)]
     pub auth: Auth,
+    #[serde(default)]
+    pub rate_limits: RateLimits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -212,6 +214,10 @@ pub struct Listener {
     pub hsts: bool,
     #[serde(default = "default_hsts_max_age", with = "humantime_serde")]
     pub hsts_max_age: Duration,
+    /// Connections from `server.trusted_proxies` start with a PROXY
+    /// protocol header (v1 or v2), which names the client.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 fn default_hsts_max_age() -> Duration {
@@ -591,4 +597,6 @@ pub struct StaticRoute {
 }
 
 mod auth;
+mod rate;
 pub use auth::*;
+pub use rate::*;

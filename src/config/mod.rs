@@ -22,7 +22,7 @@ use ipnet::IpNet;
 
 pub use amqp::Amqp;
 pub use auth::{Auth, Secret, TokenKey, normalize_origin};
-pub use file::{BrokerKind, Limits, ListenerKind, Live, LogFormat, OversizeBody};
+pub use file::{BrokerKind, Limits, ListenerKind, Live, LogFormat, OversizeBody, RateLimits};
 
 /// The validated configuration olive runs with.
 #[derive(Debug, Clone)]
@@ -44,6 +44,8 @@ pub struct Config {
     pub amqp: Option<Amqp>,
     /// Who may do what on the live hub.
     pub auth: Auth,
+    /// Requests, connections, frames and publishes per client.
+    pub rate_limits: RateLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +73,8 @@ pub struct Listener {
     pub redirect_https_port: Option<u16>,
     /// `Strict-Transport-Security` max-age, when HSTS is on.
     pub hsts: Option<Duration>,
+    /// Trusted proxies' connections start with a PROXY protocol header.
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -278,6 +282,12 @@ impl Validator<'_> {
             })
             .collect();
         self.cross_check_listeners(&listeners, &certificates);
+        for (i, l) in listeners.iter().enumerate() {
+            if l.proxy_protocol && server.trusted_proxies.is_empty() {
+                let message = "only trusted proxies send a PROXY header: set server.trusted_proxies";
+                self.error(format!("listener[{i}].proxy_protocol"), message);
+            }
+        }
         let upstreams: Vec<Upstream> =
             raw.upstreams.into_iter().enumerate().map(|(i, u)| self.upstream(i, u)).collect();
         for (i, u) in upstreams.iter().enumerate() {
@@ -304,6 +314,7 @@ impl Validator<'_> {
         self.presence(&raw.live);
         let amqp = (raw.live.broker == BrokerKind::Amqp).then(|| self.amqp(&raw.live.amqp));
         let auth = self.auth(raw.auth);
+        self.rate_limits(&raw.rate_limits);
         Config {
             source: source.to_owned(),
             server,
@@ -316,6 +327,21 @@ impl Validator<'_> {
             live: Arc::new(raw.live),
             amqp,
             auth,
+            rate_limits: raw.rate_limits,
+        }
+    }
+
+    fn rate_limits(&mut self, r: &RateLimits) {
+        for (name, rate, burst) in r.rates() {
+            if rate > 0 && burst == 0 {
+                self.error(
+                    format!("rate_limits.{name}"),
+                    "needs a burst of at least 1 (0 turns the rate off)",
+                );
+            }
+        }
+        if r.tracked_clients == 0 {
+            self.error("rate_limits.tracked_clients", "must be greater than 0");
         }
     }
 
@@ -408,6 +434,7 @@ impl Validator<'_> {
             bind,
             redirect_https_port: l.redirect_https_port,
             hsts: l.hsts.then_some(l.hsts_max_age),
+            proxy_protocol: l.proxy_protocol,
         }
     }
 

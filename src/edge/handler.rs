@@ -14,7 +14,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::per_ip::IpSlot;
+use crate::limit::shares::IpSlot;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, Auth, Refusal};
@@ -24,6 +24,7 @@ use crate::broker::memory::MemoryBroker;
 use crate::broker::{Broker, Message};
 use crate::config::BrokerKind;
 use crate::config::{Action, Config, ListenerKind};
+use crate::limit::{self, Client, Limited, RateLimits};
 use crate::live::hub::{Hub, ShardInbox};
 use crate::live::recover::{Recoverer, Target};
 use crate::live::ws::Session;
@@ -48,6 +49,8 @@ pub struct App {
     pub recoverer: Arc<Recoverer>,
     /// Tokens, grants, origins, the admin token, RabbitMQ's auth backend.
     pub auth: Arc<Auth>,
+    /// `[rate_limits]`.
+    pub rate: Arc<RateLimits>,
     /// Counters for `/metrics` (the hub, the upstreams and auth keep their
     /// own).
     pub metrics: Arc<Metrics>,
@@ -99,6 +102,8 @@ impl App {
             })
             .collect();
         let auth = Arc::new(Auth::new(&config.auth));
+        let control = hub.take_control(&auth::revoke::pattern()).expect("a new hub");
+        let rate = Arc::new(RateLimits::new(&config.rate_limits));
         let app = App {
             config,
             router,
@@ -107,12 +112,13 @@ impl App {
             hub,
             recoverer,
             auth,
+            rate,
             metrics,
             shutdown,
             sessions,
             hsts,
         };
-        (app, HubTasks { deliveries, shards })
+        (app, HubTasks { deliveries, shards, control })
     }
 }
 
@@ -121,6 +127,8 @@ impl App {
 pub struct HubTasks {
     pub deliveries: tokio::sync::mpsc::UnboundedReceiver<Message>,
     pub shards: Vec<ShardInbox>,
+    /// Control messages (revocations) for `auth::revoke::run`.
+    pub control: tokio::sync::mpsc::UnboundedReceiver<Message>,
 }
 
 /// What an upgraded connection (a live session, a tunnel) takes from the
@@ -203,6 +211,7 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Respon
     let started = Instant::now();
     let listener = &app.config.listeners[conn.listener];
     let trusted = app.config.server.trusts(conn.peer.ip());
+    let client_ip = limit::client_ip(conn.peer.ip(), req.headers(), &app.config.server);
     let request_id = request_id(&req, trusted);
     let host = request_host(&req).unwrap_or_default();
     let log = app.config.server.access_log.then(|| AccessLog::start(&req, conn.peer, &request_id, started));
@@ -211,6 +220,11 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Respon
     let mut resp = if let Err(refusal) = super::strict::check(&req) {
         route = RouteLabel::UNROUTED;
         malformed(refusal, req.version())
+    } else if let (ListenerKind::Http | ListenerKind::Https, Err(limited)) = (
+        listener.kind,
+        RateLimits::check(&app.rate.http, &limit::ip_key(client_ip), &app.metrics, "http_per_ip"),
+    ) {
+        too_many(limited, "too many requests from your address\n")
     } else if let Some(port) = listener.redirect_https_port {
         route = RouteLabel::REDIRECT;
         redirect_to_https(&req, &host, port)
@@ -238,7 +252,7 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Respon
             request_id: request_id.clone(),
             log_upstream: log.is_some(),
         };
-        dispatch(&app, &conn, req, &client, &mut route).await
+        dispatch(&app, &conn, req, &client, client_ip, &mut route).await
     };
     app.metrics.request(route, resp.status());
 
@@ -273,6 +287,7 @@ async fn dispatch(
     conn: &Conn,
     req: Request<Incoming>,
     client: &ClientInfo,
+    client_ip: std::net::IpAddr,
     label: &mut RouteLabel,
 ) -> Response<Body> {
     // A Uri clone shares its bytes: the route's rest borrows from it while
@@ -299,11 +314,40 @@ async fn dispatch(
             if !matches!(route.1, "/ws" | "/sse" | "/publish") {
                 return text(StatusCode::NOT_FOUND, "not found\n");
             }
+            let opens_session = route.1 != "/publish";
+            let ip = limit::ip_key(client_ip);
+            if opens_session
+                && let Err(limited) =
+                    RateLimits::check(&app.rate.connects, &ip, &app.metrics, "connects_per_ip")
+            {
+                return too_many(limited, "too many connection attempts from your address\n");
+            }
             let identity = match app.auth.authenticate(req.headers(), req.uri()) {
                 Ok(identity) => identity,
                 Err(refusal) => return refused(&refusal),
             };
-            let who = Session { identity, auth: app.auth.clone() };
+            let user = identity.user.as_ref().map(|u| Arc::<str>::from(u.id.as_str()));
+            let share = match (&user, &app.rate.sessions) {
+                (Some(user), Some(sessions)) if opens_session => match sessions.try_take(user.clone()) {
+                    Some(share) => Some(share),
+                    None => {
+                        app.metrics.rate_limited("sessions_per_user");
+                        return text(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "too many live sessions open for this user\n",
+                        );
+                    }
+                },
+                _ => None,
+            };
+            let who = Session {
+                identity,
+                auth: app.auth.clone(),
+                client: user.map_or(Client::Ip(ip), Client::User),
+                limits: app.rate.clone(),
+                metrics: app.metrics.clone(),
+                share,
+            };
             let recovery = recovery_url
                 .as_ref()
                 .map(|url| Target { recoverer: app.recoverer.clone(), url: url.clone() });
@@ -336,6 +380,13 @@ async fn dispatch(
         }
     };
     result.unwrap_or_else(|e| proxy_error(&e, version))
+}
+
+/// A request over a rate: 429 with `Retry-After` (RFC 6585 §4).
+fn too_many(limited: Limited, message: &'static str) -> Response<Body> {
+    let mut resp = text(StatusCode::TOO_MANY_REQUESTS, message);
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(limited.retry_after_secs()));
+    resp
 }
 
 /// A request refused by access control: 401 with a Bearer challenge

@@ -13,13 +13,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::handler::{self, App, Conn, Slot};
-use super::per_ip::{self, PerIp};
+use super::proxy_protocol;
 use super::send_timeout::SendTimeout;
 use super::workers::Workers;
+use crate::limit::shares::{self, IpSlot, PerIp, ip_key};
 use crate::ops::metrics::{Handshake, Kind};
 
 pub(super) struct Listener {
@@ -62,14 +63,20 @@ impl Listener {
                 },
                 _ = shutdown.cancelled() => return,
             };
-            let Some(ip_slot) = per_ip.try_take(peer.ip()) else {
-                tracing::debug!(%peer, "refused: limits.max_connections_per_ip");
-                if self.tls.is_none() {
-                    // Best effort, never waited for: the socket is new, so
-                    // its send buffer is empty and this fits.
-                    let _ = stream.try_write(per_ip::REFUSAL);
+            // Behind a trusted proxy speaking PROXY protocol, the client
+            // (and its share) is known once the header is read.
+            let proxied = self.app.config.listeners[self.index].proxy_protocol
+                && self.app.config.server.trusts(peer.ip());
+            let ip_slot = if proxied {
+                None
+            } else {
+                match per_ip.try_take(ip_key(peer.ip())) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        refuse_share(&self.app, peer, self.tls.is_none(), &stream);
+                        continue;
+                    }
                 }
-                continue;
             };
             let _ = stream.set_nodelay(true);
             // Handed over as a std socket: the worker registers it with its
@@ -81,19 +88,19 @@ impl Listener {
                     continue;
                 }
             };
-            let conn = Conn::new(
-                self.index,
-                peer,
-                self.tls.is_some(),
-                Slot::new(permit, ip_slot, self.open.clone()),
-            );
             let task = ConnTask {
                 app: self.app.clone(),
                 http: http.clone(),
                 tls: self.tls.clone(),
                 watcher: self.graceful.watcher(),
                 abort: self.abort.clone(),
-                conn,
+                index: self.index,
+                peer,
+                proxied,
+                permit,
+                ip_slot,
+                per_ip: per_ip.clone(),
+                open: self.open.clone(),
             };
             self.workers.spawn(move |load| async move {
                 let _load = load;
@@ -127,24 +134,81 @@ fn http_builder(app: &App) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// A connection refused for its address's share (counted, and told so on
+/// plain HTTP).
+fn refuse_share(app: &App, peer: std::net::SocketAddr, plain: bool, stream: &TcpStream) {
+    tracing::debug!(%peer, "refused: limits.max_connections_per_ip");
+    app.metrics.rate_limited("connections_per_ip");
+    if plain {
+        // Best effort, never waited for: the socket is new, so its send
+        // buffer is empty and this fits.
+        let _ = stream.try_write(shares::REFUSAL);
+    }
+}
+
 struct ConnTask {
     app: Arc<App>,
     http: Arc<auto::Builder<TokioExecutor>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     watcher: Watcher,
     abort: CancellationToken,
-    conn: Conn,
+    index: usize,
+    peer: std::net::SocketAddr,
+    /// The connection starts with a PROXY protocol header.
+    proxied: bool,
+    permit: OwnedSemaphorePermit,
+    /// The share of the peer's address; `None` until the PROXY header
+    /// names the client.
+    ip_slot: Option<IpSlot>,
+    per_ip: Arc<PerIp>,
+    open: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ConnTask {
     async fn run(self, stream: TcpStream) {
-        let (abort, peer) = (self.abort.clone(), self.conn.peer);
+        let (abort, peer) = (self.abort.clone(), self.peer);
         tokio::select! {
-            () = self.handshake_and_serve(stream) => {}
+            () = self.start(stream) => {}
             () = abort.cancelled() => tracing::debug!(%peer, "connection dropped at the drain timeout"),
         }
     }
 
+    /// Learns who the client is (PROXY header), takes its share, then
+    /// handshakes and serves.
+    async fn start(self, mut stream: TcpStream) {
+        let mut peer = self.peer;
+        if self.proxied {
+            let timeout = self.app.config.limits.header_read_timeout;
+            match tokio::time::timeout(timeout, proxy_protocol::read(&mut stream)).await {
+                Ok(Ok(client)) => peer = client.unwrap_or(peer),
+                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "PROXY header refused"),
+                Err(_) => return tracing::debug!(%peer, "no PROXY header in time"),
+            }
+        }
+        let ip_slot = match self.ip_slot {
+            Some(slot) => slot,
+            None => match self.per_ip.try_take(ip_key(peer.ip())) {
+                Some(slot) => slot,
+                None => return refuse_share(&self.app, peer, self.tls.is_none(), &stream),
+            },
+        };
+        let conn =
+            Conn::new(self.index, peer, self.tls.is_some(), Slot::new(self.permit, ip_slot, self.open));
+        let task = Serve { app: self.app, http: self.http, tls: self.tls, watcher: self.watcher, conn };
+        task.handshake_and_serve(stream).await
+    }
+}
+
+/// A connection whose client is known.
+struct Serve {
+    app: Arc<App>,
+    http: Arc<auto::Builder<TokioExecutor>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    watcher: Watcher,
+    conn: Conn,
+}
+
+impl Serve {
     async fn handshake_and_serve(self, stream: TcpStream) {
         let stream = SendTimeout::new(stream, self.app.config.limits.send_timeout);
         match self.tls.clone() {

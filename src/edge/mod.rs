@@ -9,7 +9,7 @@
 
 pub mod handler;
 mod listen;
-pub mod per_ip;
+mod proxy_protocol;
 mod send_timeout;
 pub mod strict;
 pub mod tls;
@@ -113,6 +113,7 @@ impl Server {
         // dropped below).
         workers.spawn_on(0, hub.clone().run_deliveries(self.hub_tasks.deliveries));
         let presence = tokio::spawn(hub.clone().run_presence());
+        let control = tokio::spawn(crate::auth::revoke::run(self.app.auth.clone(), self.hub_tasks.control));
         for inbox in self.hub_tasks.shards {
             let hub = hub.clone();
             workers.spawn_on(inbox.0, hub.run_shard(inbox));
@@ -166,6 +167,7 @@ impl Server {
         drop(workers);
         self.app.hub.broker().close().await;
         presence.abort();
+        control.abort();
         Ok(())
     }
 }

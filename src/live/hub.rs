@@ -129,6 +129,9 @@ pub struct Hub {
     presence: Mutex<Table>,
     presence_limits: table::Limits,
     next_conn: AtomicU64,
+    /// Where messages on olive's control keys go instead of to
+    /// subscribers ([`Hub::take_control`]).
+    control: std::sync::OnceLock<mpsc::UnboundedSender<Message>>,
     pub stats: Stats,
 }
 
@@ -170,6 +173,7 @@ impl Hub {
             presence: Mutex::new(Table::new(table::node_id(), presence)),
             presence_limits: presence,
             next_conn: AtomicU64::new(1),
+            control: std::sync::OnceLock::new(),
             stats: Stats::default(),
         };
         (Arc::new(hub), inboxes)
@@ -179,6 +183,16 @@ impl Hub {
         &self.broker
     }
 
+    /// Binds `pattern` (olive's control keys, `auth::revoke`) for this node
+    /// and returns what arrives on control keys, once. Control messages
+    /// never reach subscribers, whatever they subscribed to.
+    pub fn take_control(&self, pattern: &Pattern) -> Option<mpsc::UnboundedReceiver<Message>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.control.set(tx).ok()?;
+        self.broker.bind(pattern);
+        Some(rx)
+    }
+
     /// Reads the broker's deliveries until the channel closes, encoding
     /// each message once, recording it in the history and passing it to
     /// every shard. Recording before fan-out, in this one task, is what
@@ -186,6 +200,12 @@ impl Hub {
     /// can see it.
     pub async fn run_deliveries(self: Arc<Self>, mut deliveries: mpsc::UnboundedReceiver<Message>) {
         while let Some(message) = deliveries.recv().await {
+            if crate::auth::revoke::is_control(&message.key) {
+                if let Some(control) = self.control.get() {
+                    let _ = control.send(message);
+                }
+                continue;
+            }
             let Some(frame) = encode(&message) else {
                 tracing::warn!(key = %message.key, id = %message.id, "dropped a message whose data is not JSON");
                 self.stats.not_json.fetch_add(1, Ordering::Relaxed);

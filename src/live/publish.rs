@@ -73,6 +73,9 @@ pub async fn handle(
         let message = format!("not allowed to publish on {key}");
         return reply(StatusCode::FORBIDDEN, error_json(ErrorCode::Forbidden, &message));
     }
+    if let Some(Err(message)) = who.map(Session::publish_allowed) {
+        return reply(StatusCode::TOO_MANY_REQUESTS, error_json(ErrorCode::RateLimited, &message));
+    }
     let id = MessageId::new().to_string();
     let from = who.and_then(|w| w.identity.from());
     let message =

@@ -36,17 +36,22 @@ use super::hub::{self, Connection, Hub, Outbound};
 use super::key::Pattern;
 use super::protocol;
 use super::recover::{self, Target};
-use super::ws::{Session, until};
+use super::ws::{CLOSE_TOKEN_EXPIRED, Session};
 use crate::auth::Stats;
+use crate::auth::{Ended, SessionEnd};
 use crate::body::{self, Body};
 use crate::config::Live;
 
 /// Frames written in one body chunk.
 const WRITE_BATCH: usize = 64;
 
-/// The last event of a stream whose token expired.
-const EXPIRED_EVENT: &[u8] =
-    b"event: close\ndata: {\"type\":\"close\",\"code\":4401,\"reason\":\"token expired\"}\n\n";
+/// The last event of a stream whose token expired or was revoked.
+fn close_event(why: Ended) -> Bytes {
+    let (code, reason) = (CLOSE_TOKEN_EXPIRED, why.reason());
+    Bytes::from(format!(
+        "event: close\ndata: {{\"type\":\"close\",\"code\":{code},\"reason\":\"{reason}\"}}\n\n"
+    ))
+}
 
 /// What the query asked for.
 #[derive(Debug, PartialEq)]
@@ -114,8 +119,8 @@ pub async fn serve(
     let mut heartbeat = tokio::time::interval_at(Instant::now() + config.sse_heartbeat, config.sse_heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let shutdown = Box::pin(shutdown.cancelled_owned());
-    let expired = Box::pin(until(who.identity.expires));
-    let state = Stream { _conn: conn, outbound, heartbeat, shutdown, expired, who, ended: false };
+    let ended = who.auth.session_end(&who.identity);
+    let state = Stream { _conn: conn, outbound, heartbeat, shutdown, ended, who, done: false };
     let events =
         futures_util::stream::unfold(state, next_chunk).map(|chunk| Ok::<_, Infallible>(Frame::data(chunk)));
     let mut resp = Response::new(body::boxed(StreamBody::new(events)));
@@ -135,14 +140,14 @@ struct Stream {
     /// Made once: a fresh `cancelled()` per event would register a waiter
     /// on the token every connection shares, under its lock, each time.
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
-    expired: Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ended: SessionEnd,
     who: Session,
     /// The last event was sent; the stream ends.
-    ended: bool,
+    done: bool,
 }
 
 async fn next_chunk(mut s: Stream) -> Option<(Bytes, Stream)> {
-    if s.ended {
+    if s.done {
         return None;
     }
     let chunk = tokio::select! {
@@ -160,10 +165,10 @@ async fn next_chunk(mut s: Stream) -> Option<(Bytes, Stream)> {
         }
         _ = s.heartbeat.tick() => Bytes::from_static(b": ping\n\n"),
         _ = &mut s.shutdown => return None,
-        _ = &mut s.expired => {
+        why = &mut s.ended => {
             Stats::add(&s.who.auth.stats.sessions_expired);
-            s.ended = true;
-            Bytes::from_static(EXPIRED_EVENT)
+            s.done = true;
+            close_event(why)
         }
     };
     Some((chunk, s))

@@ -42,6 +42,8 @@ use crate::auth::{Auth, Identity, Stats};
 use crate::body::{self, Body};
 use crate::broker::Message;
 use crate::config::Live;
+use crate::limit::{Client, RateLimits, Share};
+use crate::ops::metrics::Metrics;
 
 /// Frames the writer may batch into one flush.
 const WRITE_BATCH: usize = 64;
@@ -53,14 +55,30 @@ const WRITE_BATCH: usize = 64;
 /// is still written at once, by the flush that ends every batch.
 const WRITE_BUFFER: usize = 8 * 1024;
 
-/// The close code for an expired token (private-use range, RFC 6455
-/// §7.4.2): like HTTP 401, "get a new token and come back".
+/// The close code for an expired or revoked token (private-use range,
+/// RFC 6455 §7.4.2): like HTTP 401, "get a new token and come back".
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4401;
 
-/// What a session acts as: who it is, and where its denials are counted.
+/// What a session acts as: who it is, where its denials are counted, and
+/// the per-client limits it answers to.
 pub struct Session {
     pub identity: Identity,
     pub auth: Arc<Auth>,
+    /// Who `rate_limits.publishes_per_user` counts.
+    pub client: Client,
+    pub limits: Arc<RateLimits>,
+    pub metrics: Arc<Metrics>,
+    /// The session's place under `rate_limits.max_sessions_per_user`
+    /// (users' live sessions only), released when it ends.
+    pub share: Option<Share<Arc<str>>>,
+}
+
+impl Session {
+    /// Spends one of the publisher's `publishes_per_user`, or says why not.
+    pub fn publish_allowed(&self) -> Result<(), String> {
+        RateLimits::check(&self.limits.publishes, &self.client, &self.metrics, "publishes_per_user")
+            .map_err(|l| format!("publishing too fast; try again in {} ms", l.retry_after.as_millis().max(1)))
+    }
 }
 
 /// Answers a websocket upgrade on the live route and starts the session.
@@ -152,12 +170,8 @@ async fn session<S>(
     let (mut sink, mut stream) = ws.split();
     let (mut conn, Outbound { frames: mut outbound }) = hub.connect(config.outbound_queue);
     conn.set_member(who.identity.member());
-    // Anonymous sessions never expire: no timer in their writer at all.
-    let mut expired: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
-        match who.identity.expires {
-            Some(_) => Box::pin(until(who.identity.expires)),
-            None => Box::pin(std::future::pending()),
-        };
+    // Token expiry or revocation; anonymous sessions have no timer at all.
+    let mut ended = who.auth.session_end(&who.identity);
     let auth = who.auth.clone();
     let writer_done = CancellationToken::new();
     // The reader's reason to close, when it has one (abuse: 1008).
@@ -196,9 +210,9 @@ async fn session<S>(
                 }
                 Ok(frame) = &mut close_rx => break Some(frame),
                 _ = &mut stopping => break Some(close(CloseCode::Away, "olive is restarting")),
-                _ = &mut expired => {
+                why = &mut ended => {
                     Stats::add(&auth.stats.sessions_expired);
-                    break Some(close(CloseCode::from(CLOSE_TOKEN_EXPIRED), "token expired"));
+                    break Some(close(CloseCode::from(CLOSE_TOKEN_EXPIRED), why.reason()));
                 }
             }
         };
@@ -211,6 +225,7 @@ async fn session<S>(
     let writer = tokio::spawn(writer_task);
 
     let mut invalid = 0;
+    let frames = who.limits.frames();
     let idle = config.idle_timeout;
     loop {
         let frame = tokio::select! {
@@ -226,6 +241,15 @@ async fn session<S>(
             Ok(Some(Ok(_))) => continue, // ping, pong: tungstenite answers pings itself
         };
         let valid = match text {
+            _ if frames.as_ref().is_some_and(|f| f.check().is_err()) => {
+                who.metrics.rate_limited("frames_per_connection");
+                conn.send(protocol::error(
+                    None,
+                    ErrorCode::RateLimited,
+                    "too many frames per second; frame ignored",
+                ));
+                false
+            }
             None => {
                 conn.send(protocol::error(
                     None,
@@ -313,6 +337,7 @@ async fn handle(
         } {
             Ok(()) => {}
             Err(SubscribeError::TooMany) => {
+                who.metrics.rate_limited("subscriptions_per_connection");
                 let message = format!("at most {} subscriptions per connection", config.max_subscriptions);
                 conn.send(protocol::error(None, ErrorCode::TooLarge, &message));
                 return Err(());
@@ -323,6 +348,10 @@ async fn handle(
             conn.send(protocol::unsubscribed(key.as_str()));
         }
         ClientFrame::Publish { key, data, reference } => {
+            if let Err(message) = who.publish_allowed() {
+                conn.send(protocol::error(reference.as_deref(), ErrorCode::RateLimited, &message));
+                return Err(());
+            }
             let id = MessageId::new().to_string();
             let message = Message {
                 key,
@@ -360,17 +389,6 @@ async fn handle(
     Ok(())
 }
 
-/// Completes at `expires` (never when `None`).
-pub async fn until(expires: Option<std::time::SystemTime>) {
-    match expires {
-        Some(at) => {
-            let left = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
-            tokio::time::sleep(left).await
-        }
-        None => std::future::pending().await,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,7 +419,22 @@ mod tests {
         };
         let (hub, _) = Hub::new(Arc::new(MemoryBroker::new(tx)), 1, history, presence);
         let auth = Arc::new(Auth::new(&crate::config::Auth::default()));
-        let who = Box::new(Session { identity: Identity::anonymous(Arc::default()), auth });
+        let limits = Arc::new(RateLimits::new(&crate::config::RateLimits::default()));
+        let metrics = Arc::new(Metrics::new(
+            &crate::config::Config::parse(
+                "[[listener]]\nname = \"a\"\nkind = \"admin\"\nbind = \"127.0.0.1:0\"\n",
+                std::path::Path::new("/olive.toml"),
+            )
+            .unwrap(),
+        ));
+        let who = Box::new(Session {
+            identity: Identity::anonymous(Arc::default()),
+            auth,
+            client: Client::Ip(0),
+            limits,
+            metrics,
+            share: None,
+        });
         let session = session(ws, hub, Arc::new(Live::default()), CancellationToken::new(), None, who);
         let size = std::mem::size_of_val(&session);
         assert!(size <= 1024, "the session future grew to {size} bytes; box what idle sessions never run");

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::Olive;
+use super::{Olive, client};
 
 pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -50,6 +50,19 @@ live = {{ {route} }}
 {auth}
 "#
     )
+}
+
+/// Waits until `olive` says it is ready (with AMQP: connected to RabbitMQ).
+pub async fn ready(olive: &Olive) {
+    let http = client();
+    for _ in 0..100 {
+        let resp = http.get(olive.url("admin", "/readyz")).send().await.unwrap();
+        if resp.status() == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("olive did not become ready (is RabbitMQ up?)");
 }
 
 pub async fn connect(olive: &Olive) -> Ws {

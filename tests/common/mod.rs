@@ -10,6 +10,7 @@
 
 pub mod live;
 pub mod rabbit_node;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::future::Future;

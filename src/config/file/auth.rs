@@ -27,6 +27,12 @@ pub const DEFAULT_AUTH_MAX_GRANTS: usize = 32;
 /// in with a token; 10,000 is far beyond any site's backends and costs a
 /// few MiB at most.
 pub const DEFAULT_AUTH_AMQP_MAX_USERS: usize = 10_000;
+/// How long a revocation refuses the user's older tokens. Tokens Django
+/// mints live minutes; an hour outlasts any of them with room to spare.
+pub const DEFAULT_AUTH_REVOKE_TTL: Duration = Duration::from_secs(3600);
+/// Revocations remembered at once. Each is a user id and two numbers; past
+/// the cap the oldest goes first (its tokens are the likeliest expired).
+pub const DEFAULT_AUTH_MAX_REVOKED: usize = 100_000;
 /// The vhost RabbitMQ's out-of-the-box setup and olive's default URL use.
 pub const DEFAULT_AUTH_AMQP_VHOST: &str = "/";
 
@@ -58,6 +64,11 @@ pub struct Auth {
     pub admin_token_file: Option<PathBuf>,
     /// RabbitMQ's HTTP auth backend, answered on the admin listener.
     pub amqp: AuthAmqp,
+    /// Revocations (`olive.control.revoke.USER`): how long each refuses
+    /// the user's older tokens, and how many are remembered.
+    #[serde(with = "humantime_serde")]
+    pub revoke_ttl: Duration,
+    pub max_revoked: usize,
 }
 
 impl Default for Auth {
@@ -74,6 +85,8 @@ impl Default for Auth {
             admin_token_env: None,
             admin_token_file: None,
             amqp: AuthAmqp::default(),
+            revoke_ttl: DEFAULT_AUTH_REVOKE_TTL,
+            max_revoked: DEFAULT_AUTH_MAX_REVOKED,
         }
     }
 }

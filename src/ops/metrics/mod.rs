@@ -46,10 +46,17 @@ use crate::config::{BrokerKind, Config};
 use crate::edge::App;
 use crate::live::id::MessageId;
 
-/// The rate limits of the design (per IP, per user, per connection), the
-/// label values of `olive_rate_limited_total`. Anything else counts as
-/// `other`.
-pub const RATE_LIMITS: &[&str] = &["ip", "user", "connection"];
+/// The limits of `crate::limit`, the label values of
+/// `olive_rate_limited_total`. Anything else counts as `other`.
+pub const RATE_LIMITS: &[&str] = &[
+    "http_per_ip",
+    "connects_per_ip",
+    "connections_per_ip",
+    "sessions_per_user",
+    "frames_per_connection",
+    "publishes_per_user",
+    "subscriptions_per_connection",
+];
 
 const OTHER: &str = "other";
 
@@ -509,7 +516,7 @@ fn scrape(app: &App) -> String {
     t.family(
         "olive_rate_limited_total",
         Type::Counter,
-        "Requests, connections or frames refused by a rate limit, by limit (ip, user, connection).",
+        "Requests, connections, sessions, frames, publishes or subscriptions refused by a limit, by limit.",
     );
     for (limit, count) in RATE_LIMITS.iter().chain([&OTHER]).zip(m.rate_limited.iter()) {
         let n = load(count);
@@ -535,6 +542,7 @@ fn scrape(app: &App) -> String {
         ("issuer", &auth.issuer),
         ("missing_claim", &auth.missing_claim),
         ("bad_grants", &auth.bad_grants),
+        ("revoked", &auth.revoked),
         ("origin", &auth.origin),
         ("admin", &auth.admin),
     ] {
@@ -549,9 +557,15 @@ fn scrape(app: &App) -> String {
     t.family(
         "olive_live_sessions_expired_total",
         Type::Counter,
-        "Websocket sessions closed (4401) and SSE streams ended because their token expired.",
+        "Websocket sessions closed (4401) and SSE streams ended because their token expired or was revoked.",
     );
     t.sample("olive_live_sessions_expired_total", &[], load(&auth.sessions_expired));
+    t.family(
+        "olive_revocations_total",
+        Type::Counter,
+        "Revocations (olive.control.revoke.USER) applied on this node.",
+    );
+    t.sample("olive_revocations_total", &[], load(&auth.revocations));
     t.family(
         "olive_amqp_logins_refused_total",
         Type::Counter,
@@ -574,7 +588,7 @@ mod tests {
         )
         .unwrap();
         let m = Metrics::new(&config);
-        m.rate_limited("ip");
+        m.rate_limited("http_per_ip");
         m.rate_limited("bogus");
         assert_eq!(load(&m.rate_limited[0]), 1);
         assert_eq!(load(&m.rate_limited[RATE_LIMITS.len()]), 1);
