@@ -370,9 +370,9 @@ static.root = "{{dir}}/static"
         assert_eq!(s.get("olive_connections", &[("kind", kind)]), 0.0, "{kind}");
     }
 
-    // The hooks for limits and access control: families with every
-    // bounded label at zero.
-    for limit in ["ip", "user", "connection"] {
+    // Limits and access control: families with every bounded label at
+    // zero.
+    for limit in olive::ops::metrics::RATE_LIMITS {
         assert_eq!(s.get("olive_rate_limited_total", &[("limit", limit)]), 0.0);
     }
     assert_eq!(s.get("olive_token_rejections_total", &[("reason", "expired")]), 0.0);

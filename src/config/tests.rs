@@ -401,3 +401,33 @@ fn presence_settings_are_checked() {
     let bad = format!("{MINIMAL}\n[live]\npresence_heartbeat = \"10s\"\npresence_ttl = \"10s\"\n");
     assert_eq!(fields(&bad), ["live.presence_ttl"]);
 }
+
+#[test]
+fn rate_limits_and_proxy_protocol_are_checked() {
+    let text = r#"
+[[listener]]
+name = "lb"
+kind = "http"
+bind = "127.0.0.1:0"
+proxy_protocol = true
+
+[auth]
+max_revoked = 0
+
+[rate_limits]
+http_per_ip = 10
+http_burst = 0
+connects_per_ip = 0
+connects_burst = 0
+tracked_clients = 0
+"#;
+    assert_eq!(
+        fields(text),
+        [
+            "listener[0].proxy_protocol",
+            "auth.max_revoked",
+            "rate_limits.http_per_ip",
+            "rate_limits.tracked_clients"
+        ]
+    );
+}
