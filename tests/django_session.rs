@@ -6,6 +6,8 @@
 //! `scripts/test`). Without it the test is skipped with one line on stderr,
 //! except under `CI=true`, where it fails.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -183,4 +185,54 @@ fn olive_agrees_with_django_on_cookies_django_made() {
     assert_ne!(generic.salt(), SIGNED_COOKIES_SALT);
     let other = generic.verify(cases["other_salt"]["cookie"].as_str().unwrap(), now).unwrap();
     assert_eq!(other.user_id.as_deref(), Some("13"));
+}
+
+/// The answer to subscribing to a note on `ws`.
+async fn subscribe_answer(mut ws: common::live::Ws) -> Value {
+    common::live::send(&mut ws, serde_json::json!({"type": "subscribe", "key": "olive.notes.note.1"})).await;
+    common::live::recv(&mut ws).await
+}
+
+/// The same cookies against a running olive with `[auth.django_session]`:
+/// a logged-in session subscribes with the session grants; an expired or
+/// anonymous session is an anonymous visitor; a foreign page is refused.
+#[tokio::test]
+async fn a_django_session_cookie_logs_in_to_the_live_hub() {
+    use common::live::config_auth;
+    let Some(py) = python() else { return };
+    let cases = mint(&py);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret-key"), SECRET_KEY).unwrap();
+    std::fs::write(dir.path().join("fallback-key"), FALLBACK).unwrap();
+    let auth = format!(
+        r#"
+[auth.django_session]
+secret_key_file = "{{dir}}/secret-key"
+fallback_key_files = ["{{dir}}/fallback-key"]
+max_age = "{COOKIE_AGE}s"
+grants = {{ subscribe = ["olive.notes.#"] }}
+"#
+    );
+    let olive = common::Olive::start_in(dir, &config_auth("", "", &auth)).await;
+    let open = |case: &str, origin: Option<&'static str>| {
+        let cookie = format!("csrftoken=x; sessionid={}", cases[case]["cookie"].as_str().unwrap());
+        let olive = &olive;
+        async move {
+            let mut headers = vec![("cookie", cookie.as_str())];
+            headers.extend(origin.map(|o| ("origin", o)));
+            common::tokens::open(olive, "", &headers).await
+        }
+    };
+    for case in ["login", "fallback", "large"] {
+        let answer = subscribe_answer(open(case, None).await.unwrap()).await;
+        assert_eq!(answer["type"], "subscribed", "{case}: {answer}");
+    }
+    for case in ["expired", "anonymous", "retired"] {
+        let answer = subscribe_answer(open(case, None).await.unwrap()).await;
+        assert_eq!(answer["code"], "forbidden", "{case}: {answer}");
+    }
+    assert_eq!(open("login", Some("https://evil.example")).await.err(), Some(403));
+    let metrics =
+        common::client().get(olive.url("admin", "/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("olive_django_sessions_refused_total 2"), "expired and retired");
 }

@@ -18,8 +18,8 @@
 //! websocket hijacking works.
 //!
 //! Identity sources: tokens are the first. Django's signed-cookie sessions
-//! ([`django_session`]) are the second and will plug in at the marked
-//! place in [`Auth::authenticate`], producing the same [`Identity`].
+//! ([`django_session`], when `[auth.django_session]` is configured) are the
+//! second, for requests without a token, producing the same [`Identity`].
 
 pub mod django_session;
 pub mod grants;
@@ -123,6 +123,8 @@ pub struct Stats {
     pub revoked: AtomicU64,
     /// Revocations applied (each ends the user's sessions on this node).
     pub revocations: AtomicU64,
+    /// Django session cookies that did not verify (taken as anonymous).
+    pub sessions_refused: AtomicU64,
     pub origin: AtomicU64,
     pub admin: AtomicU64,
     /// Live actions refused for want of a grant (`forbidden`).
@@ -201,10 +203,7 @@ impl Auth {
 
     fn identify(&self, headers: &HeaderMap, uri: &Uri) -> Result<Identity, Refusal> {
         let Some((token, source)) = find_token(headers, uri) else {
-            // The second identity source, Django's signed session cookie
-            // (`django_session`), goes here: a valid session becomes an
-            // Identity like a token's; none falls through to anonymous.
-            return Ok(Identity::anonymous(self.anonymous.clone()));
+            return self.session_identity(headers, uri);
         };
         if source == Source::Cookie {
             self.check_origin(headers, uri)?;
@@ -215,6 +214,38 @@ impl Auth {
             grants: Arc::new(verified.grants),
             expires: Some(verified.expires),
             issued: verified.issued,
+        })
+    }
+
+    /// The second identity source, Django's signed session cookie
+    /// ([`django_session`], `[auth.django_session]`): a logged-in session
+    /// is that user with the configured grants, until the cookie's max age.
+    /// Like Django, olive takes a session it cannot load (bad signature,
+    /// expired) or one without a login for an anonymous visitor; it counts
+    /// those. The cookie is subject to the origin check like a token's.
+    fn session_identity(&self, headers: &HeaderMap, uri: &Uri) -> Result<Identity, Refusal> {
+        let anonymous = Identity::anonymous(self.anonymous.clone());
+        let Some(sessions) = &self.config.django_session else { return Ok(anonymous) };
+        let Some(value) = cookie(headers, &sessions.cookie) else { return Ok(anonymous) };
+        self.check_origin(headers, uri)?;
+        let session = match sessions.verifier.verify(value, SystemTime::now()) {
+            Ok(session) => session,
+            Err(e) => {
+                Stats::add(&self.stats.sessions_refused);
+                tracing::debug!(reason = e.reason(), "Django session cookie not accepted; anonymous");
+                return Ok(anonymous);
+            }
+        };
+        let Some(id) = session.user_id else { return Ok(anonymous) };
+        let issued = session.signed_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).ok();
+        if self.revocations.revoked(&id, issued) {
+            return Err(Refusal::Token(TokenError::Revoked));
+        }
+        Ok(Identity {
+            user: Some(User { id, name: None, amqp_user: None }),
+            grants: sessions.grants.clone(),
+            expires: Some(session.signed_at + sessions.verifier.max_age()),
+            issued,
         })
     }
 

@@ -5,12 +5,14 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use super::Validator;
 use super::file::{self, TokenAlgorithm};
+use crate::auth::django_session::SessionVerifier;
 use crate::auth::grants::Grants;
 
 /// HS256 secrets shorter than the hash output weaken it (RFC 7518 §3.2).
@@ -33,6 +35,16 @@ pub struct Auth {
     pub amqp_max_users: usize,
     pub revoke_ttl: Duration,
     pub max_revoked: usize,
+    /// Django's signed-cookie sessions, when configured.
+    pub django_session: Option<DjangoSession>,
+}
+
+/// The validated `[auth.django_session]`.
+#[derive(Debug, Clone)]
+pub struct DjangoSession {
+    pub verifier: SessionVerifier,
+    pub cookie: String,
+    pub grants: Arc<Grants>,
 }
 
 impl Default for Auth {
@@ -53,6 +65,7 @@ impl Default for Auth {
             amqp_max_users: d.amqp.max_users,
             revoke_ttl: d.revoke_ttl,
             max_revoked: d.max_revoked,
+            django_session: None,
         }
     }
 }
@@ -146,6 +159,43 @@ impl Validator<'_> {
             amqp_max_users: a.amqp.max_users,
             revoke_ttl: a.revoke_ttl,
             max_revoked: a.max_revoked,
+            django_session: a.django_session.and_then(|d| self.django_session(d)),
+        }
+    }
+
+    fn django_session(&mut self, d: file::DjangoSessionFile) -> Option<DjangoSession> {
+        const FIELD: &str = "auth.django_session";
+        let Some(secret) =
+            self.secret(&format!("{FIELD}.secret_key"), d.secret_key_env.as_deref(), d.secret_key_file)
+        else {
+            self.error(
+                format!("{FIELD}.secret_key_env"),
+                "Django's SECRET_KEY is needed: set secret_key_env or secret_key_file",
+            );
+            return None;
+        };
+        let fallbacks: Vec<Vec<u8>> = d
+            .fallback_key_files
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, path)| {
+                self.secret(&format!("{FIELD}.fallback_key_files[{i}]"), None, Some(path))
+            })
+            .collect();
+        let g = &d.grants;
+        let grants = match Grants::parse(&g.subscribe, &g.publish, &g.presence, usize::MAX) {
+            Ok(grants) => grants,
+            Err(e) => {
+                self.error(format!("{FIELD}.grants"), e.to_string());
+                return None;
+            }
+        };
+        match SessionVerifier::new(secret, &fallbacks, d.max_age) {
+            Ok(verifier) => Some(DjangoSession { verifier, cookie: d.cookie, grants: Arc::new(grants) }),
+            Err(e) => {
+                self.error(format!("{FIELD}.secret_key_env"), e.to_string());
+                None
+            }
         }
     }
 

@@ -69,6 +69,41 @@ pub struct Auth {
     #[serde(with = "humantime_serde")]
     pub revoke_ttl: Duration,
     pub max_revoked: usize,
+    /// Django's signed-cookie sessions as a second identity source.
+    pub django_session: Option<DjangoSessionFile>,
+}
+
+/// Django's `SESSION_COOKIE_NAME` default.
+pub const DEFAULT_DJANGO_SESSION_COOKIE: &str = "sessionid";
+
+/// `[auth.django_session]`: the settings of a Django site whose
+/// `SESSION_ENGINE` is `django.contrib.sessions.backends.signed_cookies`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DjangoSessionFile {
+    /// `SECRET_KEY`, from an environment variable or a file (exactly one).
+    pub secret_key_env: Option<String>,
+    pub secret_key_file: Option<PathBuf>,
+    /// `SECRET_KEY_FALLBACKS`, one file each.
+    #[serde(default)]
+    pub fallback_key_files: Vec<PathBuf>,
+    /// `SESSION_COOKIE_NAME`.
+    #[serde(default = "default_session_cookie")]
+    pub cookie: String,
+    /// `SESSION_COOKIE_AGE`.
+    #[serde(default = "default_session_age", with = "humantime_serde")]
+    pub max_age: Duration,
+    /// What a logged-in session user may do.
+    #[serde(default)]
+    pub grants: GrantsFile,
+}
+
+fn default_session_cookie() -> String {
+    DEFAULT_DJANGO_SESSION_COOKIE.into()
+}
+
+fn default_session_age() -> Duration {
+    crate::auth::django_session::DEFAULT_SESSION_COOKIE_AGE
 }
 
 impl Default for Auth {
@@ -87,6 +122,7 @@ impl Default for Auth {
             amqp: AuthAmqp::default(),
             revoke_ttl: DEFAULT_AUTH_REVOKE_TTL,
             max_revoked: DEFAULT_AUTH_MAX_REVOKED,
+            django_session: None,
         }
     }
 }

@@ -567,6 +567,12 @@ fn scrape(app: &App) -> String {
     );
     t.sample("olive_revocations_total", &[], load(&auth.revocations));
     t.family(
+        "olive_django_sessions_refused_total",
+        Type::Counter,
+        "Django session cookies that did not verify (bad signature, expired), taken as anonymous.",
+    );
+    t.sample("olive_django_sessions_refused_total", &[], load(&auth.sessions_refused));
+    t.family(
         "olive_amqp_logins_refused_total",
         Type::Counter,
         "RabbitMQ logins the HTTP auth backend refused, by reason (refused: bad token; users_full: auth.amqp.max_users reached).",
