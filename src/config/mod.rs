@@ -97,7 +97,7 @@ impl fmt::Display for UpstreamAddr {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     pub name: String,
     pub addresses: Vec<UpstreamAddr>,

@@ -11,6 +11,7 @@ pub mod handler;
 mod listen;
 pub mod per_ip;
 mod send_timeout;
+pub mod site;
 pub mod strict;
 pub mod tls;
 pub mod workers;
@@ -39,6 +40,8 @@ pub struct Server {
     /// Per listener, its open connections.
     open: Vec<Arc<AtomicUsize>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// What the TLS acceptor serves, for reloads to replace.
+    certificates: Option<Arc<tls::Certificates>>,
 }
 
 /// A listener's open client connections, upgraded ones (tunnels,
@@ -64,12 +67,13 @@ impl Server {
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         let config = Arc::new(config);
         let needs_tls = config.listeners.iter().any(|l| l.kind == ListenerKind::Https);
-        let tls = if needs_tls {
-            let server_config =
-                tls::server_config(&config.certificates).context("loading TLS certificates")?;
-            Some(tokio_rustls::TlsAcceptor::from(server_config))
+        let (tls, certificates) = if needs_tls {
+            let certificates =
+                Arc::new(tls::Certificates::load(&config.certificates).context("loading TLS certificates")?);
+            let server_config = tls::server_config(certificates.clone())?;
+            (Some(tokio_rustls::TlsAcceptor::from(server_config)), Some(certificates))
         } else {
-            None
+            (None, None)
         };
         let mut sockets = Vec::new();
         for l in &config.listeners {
@@ -82,7 +86,7 @@ impl Server {
         let slots = sockets.iter().map(|_| Arc::new(Semaphore::new(config.limits.max_connections))).collect();
         let open = sockets.iter().map(|_| Arc::new(AtomicUsize::new(0))).collect();
         let (app, hub_tasks) = App::new(config, CancellationToken::new());
-        Ok(Server { app: Arc::new(app), hub_tasks, sockets, slots, open, tls })
+        Ok(Server { app: Arc::new(app), hub_tasks, sockets, slots, open, tls, certificates })
     }
 
     /// The bound address of the listener called `name` (port 0 resolved).
@@ -96,6 +100,11 @@ impl Server {
     pub fn open_connections(&self, name: &str) -> Option<OpenConnections> {
         let i = self.app.config.listeners.iter().position(|l| l.name == name)?;
         Some(OpenConnections { open: self.open[i].clone(), max: self.app.config.limits.max_connections })
+    }
+
+    /// Reloads this server's configuration file on demand (SIGHUP).
+    pub fn reloader(&self) -> crate::ops::reload::Reloader {
+        crate::ops::reload::Reloader::new(self.app.clone(), self.certificates.clone())
     }
 
     /// Serves until `shutdown` is cancelled, then drains within the
