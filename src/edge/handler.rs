@@ -268,6 +268,8 @@ fn admin(app: &Arc<App>, kind: ListenerKind, path: &str) -> Option<Response<Body
         "/healthz" => Some(crate::ops::health::healthz()),
         "/readyz" => Some(crate::ops::health::readyz(app)),
         "/metrics" => Some(metrics::render(app)),
+        "/status" => Some(crate::ops::status::page()),
+        "/status/events" => Some(crate::ops::status::events(app.clone())),
         _ => None,
     }
 }

@@ -1,8 +1,9 @@
 //! Operations: logging set-up, the access log, health and readiness,
-//! metrics, and configuration reload (SIGHUP).
+//! metrics, the live status page, and configuration reload (SIGHUP).
 
 pub mod access;
 pub mod health;
 pub mod log;
 pub mod metrics;
 pub mod reload;
+pub mod status;
