@@ -165,6 +165,7 @@ async fn session<S>(
 
     let done = writer_done.clone();
     let ping_interval = config.ping_interval;
+    let spread = config.reconnect_spread;
     let writer_task = async move {
         let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
         // Made once: a fresh `cancelled()` per loop would register and
@@ -172,6 +173,10 @@ async fn session<S>(
         // its lock, for every delivery.
         let stopping = shutdown.cancelled();
         tokio::pin!(stopping);
+        // Set when olive drains: this session's random moment to close
+        // within `live.reconnect_spread` (allocated only then, so an idle
+        // session carries no timer).
+        let mut leaving: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let farewell = loop {
             tokio::select! {
                 frame = outbound.recv() => {
@@ -195,7 +200,20 @@ async fn session<S>(
                     if sink.send(WsMessage::Ping(Bytes::new())).await.is_err() { break None }
                 }
                 Ok(frame) = &mut close_rx => break Some(frame),
-                _ = &mut stopping => break Some(close(CloseCode::Away, "olive is restarting")),
+                _ = &mut stopping, if leaving.is_none() => {
+                    leaving = Some(Box::pin(tokio::time::sleep(super::reconnect_delay(spread))));
+                }
+                true = async {
+                    match leaving.as_mut() {
+                        Some(sleep) => {
+                            sleep.await;
+                            true
+                        }
+                        None => false,
+                    }
+                } => {
+                    break Some(close(CloseCode::Away, "olive is restarting"))
+                }
                 _ = &mut expired => {
                     Stats::add(&auth.stats.sessions_expired);
                     break Some(close(CloseCode::from(CLOSE_TOKEN_EXPIRED), "token expired"));
