@@ -18,7 +18,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, FieldError};
 use crate::edge::App;
 use crate::edge::site::Site;
 use crate::edge::tls::{Certificates, TlsError};
@@ -67,7 +67,13 @@ impl Reloader {
     /// Reloads the file olive started from; on error nothing changed.
     pub fn reload(&self) -> Result<Reloaded, ReloadError> {
         let path = &self.app.config.source;
-        let new = Config::load(path)?;
+        // Read once: what is applied and what is compared for restart-only
+        // changes are the same text.
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source_file: path.clone(),
+            errors: vec![FieldError { field: "(file)".into(), message: e.to_string() }],
+        })?;
+        let new = Config::parse(&text, path)?;
         if let Some(certificates) = &self.certificates {
             certificates.replace(&new.certificates)?;
         }
@@ -75,7 +81,7 @@ impl Reloader {
         let site =
             Site::new(&self.app.config, &new, Some(&previous), &self.app.metrics.requests, self.app.workers);
         self.app.replace_site(site);
-        let table = read_table(path);
+        let table = text.parse().unwrap_or_default();
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
         let needs_restart = restart_only_changes(&applied, &table);
         *applied = table;
