@@ -101,6 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(async {
                 let server = Server::bind(config).await?;
+                tokio::spawn(std::sync::Arc::new(server.reloader()).on_sighup());
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 let trigger = shutdown.clone();
                 tokio::spawn(async move {

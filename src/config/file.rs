@@ -11,9 +11,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// Graceful shutdown budget. Long enough for a slow Django view to finish,
-/// short enough that a deploy does not hang on a stuck client.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that cannot send its request head in this time is cut off
 /// (slowloris). nginx's `client_header_timeout` defaults to 60s; browsers
 /// send a head in one packet, so 10s is generous.
@@ -111,43 +108,6 @@ pub struct File {
     pub auth: Auth,
     #[serde(default)]
     pub rate_limits: RateLimits,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Server {
-    #[serde(with = "humantime_serde")]
-    pub drain_timeout: Duration,
-    pub log_format: LogFormat,
-    /// `tracing` filter directive, e.g. `info` or `olive=debug,hyper=warn`.
-    pub log_level: String,
-    pub access_log: bool,
-    /// Peers whose X-Forwarded-* / Forwarded / X-Request-ID headers are
-    /// believed (a load balancer in front of olive). CIDR or single address.
-    pub trusted_proxies: Vec<String>,
-    /// Worker threads serving connections; 0 means one per CPU (as nginx's
-    /// `worker_processes auto`).
-    pub workers: usize,
-}
-
-impl Default for Server {
-    fn default() -> Self {
-        Self {
-            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-            log_format: LogFormat::Pretty,
-            log_level: "info".into(),
-            access_log: true,
-            trusted_proxies: Vec::new(),
-            workers: 0,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Pretty,
-    Json,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -416,6 +376,14 @@ pub const DEFAULT_PRESENCE_MAX_MEMBERS: usize = 100;
 /// be more exact than once a second.
 pub const DEFAULT_PRESENCE_COUNT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// On a drain, each websocket is closed and each SSE stream ended at a
+/// random moment within this window, so that their clients reconnect
+/// (to the olive that stays) spread out instead of all in the same
+/// second: 10,000 sessions over 5s is 2,000 reconnects a second. At most
+/// half of `server.drain_timeout` is used, leaving the rest for close
+/// frames and in-flight requests.
+pub const DEFAULT_RECONNECT_SPREAD: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Live {
@@ -449,6 +417,8 @@ pub struct Live {
     pub presence_max_members: usize,
     #[serde(with = "humantime_serde")]
     pub presence_count_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_spread: Duration,
 }
 
 impl Default for Live {
@@ -474,6 +444,7 @@ impl Default for Live {
             presence_ttl: DEFAULT_PRESENCE_TTL,
             presence_max_members: DEFAULT_PRESENCE_MAX_MEMBERS,
             presence_count_interval: DEFAULT_PRESENCE_COUNT_INTERVAL,
+            reconnect_spread: DEFAULT_RECONNECT_SPREAD,
         }
     }
 }
@@ -598,5 +569,7 @@ pub struct StaticRoute {
 
 mod auth;
 mod rate;
+mod server;
 pub use auth::*;
 pub use rate::*;
+pub use server::*;

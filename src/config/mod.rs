@@ -51,11 +51,14 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct Server {
     pub drain_timeout: Duration,
+    /// At most `drain_timeout`.
+    pub drain_first_request: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
     pub access_log: bool,
     pub trusted_proxies: Vec<IpNet>,
     pub workers: usize,
+    pub reuse_port: bool,
 }
 
 impl Server {
@@ -101,7 +104,7 @@ impl fmt::Display for UpstreamAddr {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     pub name: String,
     pub addresses: Vec<UpstreamAddr>,
@@ -315,6 +318,9 @@ impl Validator<'_> {
         let amqp = (raw.live.broker == BrokerKind::Amqp).then(|| self.amqp(&raw.live.amqp));
         let auth = self.auth(raw.auth);
         self.rate_limits(&raw.rate_limits);
+        let mut live = raw.live;
+        // The other half of the drain is for close frames and requests.
+        live.reconnect_spread = live.reconnect_spread.min(server.drain_timeout / 2);
         Config {
             source: source.to_owned(),
             server,
@@ -324,7 +330,7 @@ impl Validator<'_> {
             upstreams,
             routes,
             unmatched_status,
-            live: Arc::new(raw.live),
+            live: Arc::new(live),
             amqp,
             auth,
             rate_limits: raw.rate_limits,
@@ -362,11 +368,13 @@ impl Validator<'_> {
         }
         Server {
             drain_timeout: s.drain_timeout,
+            drain_first_request: s.drain_first_request.min(s.drain_timeout),
             log_format: s.log_format,
             log_level: s.log_level,
             access_log: s.access_log,
             trusted_proxies: trusted,
             workers: s.workers,
+            reuse_port: s.reuse_port,
         }
     }
 

@@ -9,11 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::site::Site;
 use crate::limit::shares::IpSlot;
 use tokio_util::sync::CancellationToken;
 
@@ -31,15 +33,17 @@ use crate::live::ws::Session;
 use crate::live::{history, presence};
 use crate::ops::access::{self, AccessLog};
 use crate::ops::metrics::{self, Kind, Metered, Metrics, RouteLabel};
-use crate::proxy::{self, ClientInfo, ProxyError, Upstream, tunnel};
-use crate::router::{Decision, Router};
+use crate::proxy::{self, ClientInfo, ProxyError, tunnel};
+use crate::router::Decision;
 use crate::static_files;
 
 /// Everything a request needs, shared by all connections.
 pub struct App {
+    /// The configuration olive started with. Routes, upstreams and the
+    /// other fields a reload changes are read from [`App::site`].
     pub config: Arc<Config>,
-    pub router: Router,
-    pub upstreams: Vec<Arc<Upstream>>,
+    /// Routes and upstreams, replaced whole by a reload.
+    site: ArcSwap<Site>,
     /// Worker threads serving connections (each upstream keeps one pool
     /// per worker).
     pub workers: usize,
@@ -67,15 +71,14 @@ pub struct App {
 impl App {
     /// The shared state, and the hub's tasks for the server to start.
     pub fn new(config: Arc<Config>, shutdown: CancellationToken) -> (App, HubTasks) {
-        let router = Router::new(&config);
         let workers = super::workers::count(config.server.workers);
-        let upstreams = config.upstreams.iter().map(|u| Arc::new(Upstream::new(u, workers))).collect();
         let (deliveries_tx, deliveries) = tokio::sync::mpsc::unbounded_channel();
         let broker: Arc<dyn Broker> = match (&config.live.broker, &config.amqp) {
             (BrokerKind::Amqp, Some(amqp)) => AmqpBroker::start(amqp.clone(), deliveries_tx),
             _ => Arc::new(MemoryBroker::new(deliveries_tx)),
         };
-        let metrics = Arc::new(Metrics::new(&config));
+        let metrics = Arc::new(Metrics::new());
+        let site = ArcSwap::from_pointee(Site::new(&config, &config, None, &metrics.requests, workers));
         let broker = Metered::wrap(broker, metrics.clone());
         let live = &config.live;
         let history = history::Limits {
@@ -104,21 +107,23 @@ impl App {
         let auth = Arc::new(Auth::new(&config.auth));
         let control = hub.take_control(&auth::revoke::pattern()).expect("a new hub");
         let rate = Arc::new(RateLimits::new(&config.rate_limits));
-        let app = App {
-            config,
-            router,
-            upstreams,
-            workers,
-            hub,
-            recoverer,
-            auth,
-            rate,
-            metrics,
-            shutdown,
-            sessions,
-            hsts,
-        };
+        let app =
+            App { config, site, workers, hub, recoverer, auth, rate, metrics, shutdown, sessions, hsts };
         (app, HubTasks { deliveries, shards, control })
+    }
+}
+
+impl App {
+    /// The routes and upstreams now. Hold it for one request, not longer:
+    /// a reload replaces it.
+    pub fn site(&self) -> Arc<Site> {
+        self.site.load_full()
+    }
+
+    /// Replaces the site (a reload); requests already routed finish with
+    /// the one they have.
+    pub fn replace_site(&self, site: Site) {
+        self.site.store(Arc::new(site));
     }
 }
 
@@ -210,11 +215,12 @@ impl Conn {
 pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let listener = &app.config.listeners[conn.listener];
-    let trusted = app.config.server.trusts(conn.peer.ip());
-    let client_ip = limit::client_ip(conn.peer.ip(), req.headers(), &app.config.server);
+    let site = app.site();
+    let trusted = site.config.server.trusts(conn.peer.ip());
+    let client_ip = limit::client_ip(conn.peer.ip(), req.headers(), &site.config.server);
     let request_id = request_id(&req, trusted);
     let host = request_host(&req).unwrap_or_default();
-    let log = app.config.server.access_log.then(|| AccessLog::start(&req, conn.peer, &request_id, started));
+    let log = site.config.server.access_log.then(|| AccessLog::start(&req, conn.peer, &request_id, started));
 
     let mut route = RouteLabel::ADMIN;
     let mut resp = if let Err(refusal) = super::strict::check(&req) {
@@ -252,7 +258,7 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Respon
             request_id: request_id.clone(),
             log_upstream: log.is_some(),
         };
-        dispatch(&app, &conn, req, &client, client_ip, &mut route).await
+        dispatch(&app, &site, &conn, req, &client, client_ip, &mut route).await
     };
     app.metrics.request(route, resp.status());
 
@@ -268,7 +274,7 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Respon
 }
 
 /// The admin listener's own endpoints that need no request body.
-fn admin(app: &App, kind: ListenerKind, path: &str) -> Option<Response<Body>> {
+fn admin(app: &Arc<App>, kind: ListenerKind, path: &str) -> Option<Response<Body>> {
     if kind != ListenerKind::Admin {
         return None;
     }
@@ -276,6 +282,8 @@ fn admin(app: &App, kind: ListenerKind, path: &str) -> Option<Response<Body>> {
         "/healthz" => Some(crate::ops::health::healthz()),
         "/readyz" => Some(crate::ops::health::readyz(app)),
         "/metrics" => Some(metrics::render(app)),
+        "/status" => Some(crate::ops::status::page()),
+        "/status/events" => Some(crate::ops::status::events(app.clone())),
         _ => None,
     }
 }
@@ -284,6 +292,7 @@ fn admin(app: &App, kind: ListenerKind, path: &str) -> Option<Response<Body>> {
 /// label once one is chosen.
 async fn dispatch(
     app: &App,
+    site: &Site,
     conn: &Conn,
     req: Request<Incoming>,
     client: &ClientInfo,
@@ -295,13 +304,13 @@ async fn dispatch(
     let uri = req.uri().clone();
     let version = req.version();
     *label = RouteLabel::UNROUTED;
-    let route = match app.router.route(conn.listener, strip_port(&client.host), uri.path()) {
+    let route = match site.router.route(conn.listener, strip_port(&client.host), uri.path()) {
         Decision::Route { route, rest, index } => {
-            *label = app.metrics.route(index);
+            *label = site.route_label(index);
             (route, rest)
         }
         Decision::NoPath => return text(StatusCode::NOT_FOUND, "not found\n"),
-        Decision::NoHost => return status_page(app.config.unmatched_status),
+        Decision::NoHost => return status_page(site.config.unmatched_status),
     };
     if crate::live::ws::is_extended_connect(&req) && !matches!(route.0.action, Action::Live { .. }) {
         // An upstream would read it as an HTTP/1.1 CONNECT (RFC 8441 has
@@ -368,10 +377,11 @@ async fn dispatch(
             return static_files::serve(&parts, route.1, dir).await;
         }
         Action::Proxy { upstream, tunnel: Some(idle), .. } if tunnel::is_websocket_upgrade(&req) => {
-            tunnel::open(&app.upstreams[*upstream], req, client, *idle, conn.upgrade(app, Kind::Tunnel)).await
+            tunnel::open(&site.upstreams[*upstream], req, client, *idle, conn.upgrade(app, Kind::Tunnel))
+                .await
         }
         Action::Proxy { upstream, compress, .. } => {
-            let upstream = &app.upstreams[*upstream];
+            let upstream = &site.upstreams[*upstream];
             if *compress {
                 crate::compress::forward(upstream, req, client, limits).await
             } else {

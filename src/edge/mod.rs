@@ -2,15 +2,19 @@
 //! shutdown.
 //!
 //! [`Server::bind`] opens every configured socket (so that a port conflict
-//! is reported before anything is served) and builds the shared [`App`];
-//! [`Server::run`] accepts until the shutdown token is cancelled, then
-//! drains: listeners close, in-flight requests finish, tunnels close, and
-//! whatever is still open when the drain timeout passes is dropped.
+//! is reported before anything is served; with `SO_REUSEPORT` unless
+//! `server.reuse_port = false`, so that a new olive can bind beside this
+//! one) and builds the shared [`App`]; [`Server::run`] accepts until the
+//! shutdown token is cancelled, then drains: listeners close, in-flight
+//! requests finish, live sessions leave spread over
+//! `live.reconnect_spread`, tunnels close, and whatever is still open
+//! when the drain timeout passes is dropped.
 
 pub mod handler;
 mod listen;
 mod proxy_protocol;
 mod send_timeout;
+pub mod site;
 pub mod strict;
 pub mod tls;
 pub mod workers;
@@ -20,7 +24,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context as _;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +42,8 @@ pub struct Server {
     /// Per listener, its open connections.
     open: Vec<Arc<AtomicUsize>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// What the TLS acceptor serves, for reloads to replace.
+    certificates: Option<Arc<tls::Certificates>>,
 }
 
 /// A listener's open client connections, upgraded ones (tunnels,
@@ -64,17 +69,17 @@ impl Server {
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         let config = Arc::new(config);
         let needs_tls = config.listeners.iter().any(|l| l.kind == ListenerKind::Https);
-        let tls = if needs_tls {
-            let server_config =
-                tls::server_config(&config.certificates).context("loading TLS certificates")?;
-            Some(tokio_rustls::TlsAcceptor::from(server_config))
+        let (tls, certificates) = if needs_tls {
+            let certificates =
+                Arc::new(tls::Certificates::load(&config.certificates).context("loading TLS certificates")?);
+            let server_config = tls::server_config(certificates.clone())?;
+            (Some(tokio_rustls::TlsAcceptor::from(server_config)), Some(certificates))
         } else {
-            None
+            (None, None)
         };
         let mut sockets = Vec::new();
         for l in &config.listeners {
-            let socket = TcpListener::bind(l.bind)
-                .await
+            let socket = listen::bind(l.bind, config.server.reuse_port)
                 .with_context(|| format!("listener {} on {}", l.name, l.bind))?;
             tracing::info!(listener = %l.name, kind = ?l.kind, addr = %socket.local_addr()?, "listening");
             sockets.push(socket);
@@ -82,7 +87,7 @@ impl Server {
         let slots = sockets.iter().map(|_| Arc::new(Semaphore::new(config.limits.max_connections))).collect();
         let open = sockets.iter().map(|_| Arc::new(AtomicUsize::new(0))).collect();
         let (app, hub_tasks) = App::new(config, CancellationToken::new());
-        Ok(Server { app: Arc::new(app), hub_tasks, sockets, slots, open, tls })
+        Ok(Server { app: Arc::new(app), hub_tasks, sockets, slots, open, tls, certificates })
     }
 
     /// The bound address of the listener called `name` (port 0 resolved).
@@ -98,10 +103,16 @@ impl Server {
         Some(OpenConnections { open: self.open[i].clone(), max: self.app.config.limits.max_connections })
     }
 
+    /// Reloads this server's configuration file on demand (SIGHUP).
+    pub fn reloader(&self) -> crate::ops::reload::Reloader {
+        crate::ops::reload::Reloader::new(self.app.clone(), self.certificates.clone())
+    }
+
     /// Serves until `shutdown` is cancelled, then drains within the
     /// configured drain timeout.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let graceful = Arc::new(GracefulShutdown::new());
+        // Every connection task, for the drain to wait on.
+        let connections = tokio_util::task::TaskTracker::new();
         // Cancelled when the drain timeout passes: connection tasks still
         // running then are dropped instead of outliving `run`.
         let abort = CancellationToken::new();
@@ -132,7 +143,7 @@ impl Server {
                     None
                 },
                 app: self.app.clone(),
-                graceful: graceful.clone(),
+                connections: connections.clone(),
                 abort: abort.clone(),
                 workers: workers.clone(),
             };
@@ -141,13 +152,15 @@ impl Server {
         shutdown.cancelled().await;
         // Listening sockets close as the accept loops return.
         accept_loops.join_all().await;
+        // Connections finish what they serve and close (each after its
+        // first request, see `listen`); live sessions leave within
+        // `live.reconnect_spread`; tunnels close.
         self.app.shutdown.cancel();
         let drain = self.app.config.server.drain_timeout;
         let deadline = tokio::time::Instant::now() + drain;
-        let open = graceful.count();
-        tracing::info!(connections = open, timeout_secs = drain.as_secs_f32(), "draining");
-        let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| unreachable!("accept loops have ended"));
-        match tokio::time::timeout(drain, graceful.shutdown()).await {
+        connections.close();
+        tracing::info!(connections = connections.len(), timeout_secs = drain.as_secs_f32(), "draining");
+        match tokio::time::timeout(drain, connections.wait()).await {
             Ok(()) => tracing::info!("drained"),
             Err(_) => {
                 tracing::warn!("drain timeout passed; closing the remaining connections");

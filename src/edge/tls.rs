@@ -4,12 +4,14 @@
 //! rustls runs with the aws-lc-rs provider, TLS 1.2 and 1.3 only, and ALPN
 //! `h2` then `http/1.1`. Several certificate/key pairs may be configured; the
 //! client's SNI picks one (exact name first, then `*.suffix`), and the default
-//! pair answers when SNI is absent or matches nothing.
+//! pair answers when SNI is absent or matches nothing. A reload swaps in
+//! a new set of pairs without touching open connections ([`Certificates`]).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -34,16 +36,46 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// Builds the server configuration for the https listeners.
-pub fn server_config(certificates: &[Certificate]) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = provider();
-    let resolver = SniResolver::load(certificates, &provider)?;
-    let mut config = ServerConfig::builder_with_provider(provider)
+/// Builds the server configuration for the https listeners, choosing
+/// certificates from `certificates` (which a reload may replace).
+pub fn server_config(certificates: Arc<Certificates>) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        .with_cert_resolver(certificates);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The certificates the https listeners serve. A reload loads the new
+/// set whole and swaps it in ([`Certificates::replace`]): handshakes
+/// from then on get the new certificates, connections already
+/// established keep theirs, and a set that fails to load replaces
+/// nothing.
+#[derive(Debug)]
+pub struct Certificates {
+    current: ArcSwap<SniResolver>,
+}
+
+impl Certificates {
+    pub fn load(certificates: &[Certificate]) -> Result<Certificates, TlsError> {
+        let resolver = SniResolver::load(certificates, &provider())?;
+        Ok(Certificates { current: ArcSwap::from_pointee(resolver) })
+    }
+
+    /// Loads `certificates` and, if every pair loads, serves them to new
+    /// handshakes.
+    pub fn replace(&self, certificates: &[Certificate]) -> Result<(), TlsError> {
+        let resolver = SniResolver::load(certificates, &provider())?;
+        self.current.store(Arc::new(resolver));
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load().pick(hello.server_name()))
+    }
 }
 
 /// Picks the certified key for a ClientHello by its SNI name.
@@ -96,12 +128,6 @@ impl SniResolver {
             .iter()
             .find(|(suffix, _)| name.len() > suffix.len() && name.ends_with(suffix.as_str()))
             .map_or_else(|| self.default.clone(), |(_, key)| key.clone())
-    }
-}
-
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.pick(hello.server_name()))
     }
 }
 

@@ -14,6 +14,8 @@
 //! - [`sse`]: the Server-Sent Events endpoint, for clients without
 //!   websockets;
 //! - [`publish`]: `POST /olive/publish` for backends.
+//!
+//! And [`leave_after_drain`], when a draining olive lets each session go.
 
 pub mod history;
 pub mod hub;
@@ -25,3 +27,21 @@ pub mod publish;
 pub mod recover;
 pub mod sse;
 pub mod ws;
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// Resolves when a draining olive lets this session go: once `shutdown`
+/// is cancelled, after a uniformly random share of `spread`
+/// (`live.reconnect_spread`), so that a node's clients reconnect spread
+/// over the window instead of all at once.
+pub async fn leave_after_drain(shutdown: CancellationToken, spread: Duration) {
+    shutdown.cancelled().await;
+    tokio::time::sleep(reconnect_delay(spread)).await;
+}
+
+/// A uniformly random share of `spread`.
+pub fn reconnect_delay(spread: Duration) -> Duration {
+    spread.mul_f64(fastrand::f64())
+}

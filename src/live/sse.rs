@@ -30,7 +30,7 @@ use http_body_util::StreamBody;
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 
 use super::hub::{self, Connection, Hub, Outbound};
 use super::key::Pattern;
@@ -118,7 +118,7 @@ pub async fn serve(
 
     let mut heartbeat = tokio::time::interval_at(Instant::now() + config.sse_heartbeat, config.sse_heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let shutdown = Box::pin(shutdown.cancelled_owned());
+    let shutdown = Box::pin(super::leave_after_drain(shutdown, config.reconnect_spread));
     let ended = who.auth.session_end(&who.identity);
     let state = Stream { _conn: conn, outbound, heartbeat, shutdown, ended, who, done: false };
     let events =
@@ -139,7 +139,9 @@ struct Stream {
     heartbeat: Interval,
     /// Made once: a fresh `cancelled()` per event would register a waiter
     /// on the token every connection shares, under its lock, each time.
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// On a drain the stream ends at a random moment within
+    /// `live.reconnect_spread`; `EventSource` then reconnects.
+    shutdown: Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     ended: SessionEnd,
     who: Session,
     /// The last event was sent; the stream ends.

@@ -179,6 +179,7 @@ async fn session<S>(
 
     let done = writer_done.clone();
     let ping_interval = config.ping_interval;
+    let spread = config.reconnect_spread;
     let writer_task = async move {
         let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
         // Made once: a fresh `cancelled()` per loop would register and
@@ -186,6 +187,10 @@ async fn session<S>(
         // its lock, for every delivery.
         let stopping = shutdown.cancelled();
         tokio::pin!(stopping);
+        // Set when olive drains: this session's random moment to close
+        // within `live.reconnect_spread` (allocated only then, so an idle
+        // session carries no timer).
+        let mut leaving: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let farewell = loop {
             tokio::select! {
                 frame = outbound.recv() => {
@@ -209,7 +214,20 @@ async fn session<S>(
                     if sink.send(WsMessage::Ping(Bytes::new())).await.is_err() { break None }
                 }
                 Ok(frame) = &mut close_rx => break Some(frame),
-                _ = &mut stopping => break Some(close(CloseCode::Away, "olive is restarting")),
+                _ = &mut stopping, if leaving.is_none() => {
+                    leaving = Some(Box::pin(tokio::time::sleep(super::reconnect_delay(spread))));
+                }
+                true = async {
+                    match leaving.as_mut() {
+                        Some(sleep) => {
+                            sleep.await;
+                            true
+                        }
+                        None => false,
+                    }
+                } => {
+                    break Some(close(CloseCode::Away, "olive is restarting"))
+                }
                 why = &mut ended => {
                     Stats::add(&auth.stats.sessions_expired);
                     break Some(close(CloseCode::from(CLOSE_TOKEN_EXPIRED), why.reason()));
@@ -420,13 +438,7 @@ mod tests {
         let (hub, _) = Hub::new(Arc::new(MemoryBroker::new(tx)), 1, history, presence);
         let auth = Arc::new(Auth::new(&crate::config::Auth::default()));
         let limits = Arc::new(RateLimits::new(&crate::config::RateLimits::default()));
-        let metrics = Arc::new(Metrics::new(
-            &crate::config::Config::parse(
-                "[[listener]]\nname = \"a\"\nkind = \"admin\"\nbind = \"127.0.0.1:0\"\n",
-                std::path::Path::new("/olive.toml"),
-            )
-            .unwrap(),
-        ));
+        let metrics = Arc::new(Metrics::new());
         let who = Box::new(Session {
             identity: Identity::anonymous(Arc::default()),
             auth,

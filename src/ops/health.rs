@@ -45,9 +45,10 @@ pub fn readyz(app: &App) -> Response<Body> {
     };
     let broker_ok = *app.hub.broker().ready().borrow();
     let broker = if broker_ok { "ok" } else { "disconnected" };
+    let site = app.site();
     let upstreams: Map<String, Value> =
-        app.upstreams.iter().map(|u| (u.name().to_owned(), upstream_check(u).into())).collect();
-    let upstreams_ok = app.upstreams.is_empty() || app.upstreams.iter().any(|u| u.is_healthy());
+        site.upstreams.iter().map(|u| (u.name().to_owned(), upstream_check(u).into())).collect();
+    let upstreams_ok = site.upstreams.is_empty() || site.upstreams.iter().any(|u| u.is_healthy());
 
     let ready = listeners == "ok" && broker_ok && upstreams_ok;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -1,7 +1,9 @@
 //! Operations: logging set-up, the access log, health and readiness,
-//! metrics.
+//! metrics, the live status page, and configuration reload (SIGHUP).
 
 pub mod access;
 pub mod health;
 pub mod log;
 pub mod metrics;
+pub mod reload;
+pub mod status;

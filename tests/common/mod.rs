@@ -9,6 +9,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the kit
 
 pub mod live;
+pub mod process;
 pub mod rabbit_node;
 pub mod tokens;
 

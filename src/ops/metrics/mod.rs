@@ -27,6 +27,7 @@
 mod broker;
 pub mod classes;
 pub mod histogram;
+pub mod routes;
 pub mod text;
 
 use std::sync::Arc;
@@ -39,10 +40,11 @@ use http::{Response, StatusCode};
 pub use broker::Metered;
 pub use classes::ClassCounter;
 pub use histogram::Histogram;
+pub use routes::{Requests, RouteLabel};
 use text::{Text, Type};
 
 use crate::body::{self, Body};
-use crate::config::{BrokerKind, Config};
+use crate::config::BrokerKind;
 use crate::edge::App;
 use crate::live::id::MessageId;
 
@@ -59,26 +61,6 @@ pub const RATE_LIMITS: &[&str] = &[
 ];
 
 const OTHER: &str = "other";
-
-/// Status classes, the label values of `olive_http_requests_total`.
-const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-/// The route label of a request: a configured route, or one of olive's
-/// own answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteLabel(usize);
-
-impl RouteLabel {
-    /// The admin listener's own endpoints (`/metrics`, `/healthz`,
-    /// `/readyz`, `/olive/publish`).
-    pub const ADMIN: RouteLabel = RouteLabel(0);
-    /// A listener's redirect to HTTPS.
-    pub const REDIRECT: RouteLabel = RouteLabel(1);
-    /// No route matched (404, or `unmatched_status`).
-    pub const UNROUTED: RouteLabel = RouteLabel(2);
-}
-
-const FIXED_ROUTE_LABELS: [&str; 3] = ["admin", "redirect", "unrouted"];
 
 /// What an open connection is, the label values of `olive_connections`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,13 +90,9 @@ const HANDSHAKES: [&str; 3] = ["ok", "failed", "timeout"];
 /// The counters kept per [`App`].
 #[derive(Debug)]
 pub struct Metrics {
-    /// Route label values: the fixed ones, then each distinct configured
-    /// path prefix.
-    route_labels: Vec<Box<str>>,
-    /// Label index of each `Config::routes` entry.
-    route_of: Vec<usize>,
-    /// Per route label, per status class.
-    requests: Box<[[AtomicU64; 5]]>,
+    /// Requests by route label and status class (labels live as long
+    /// as the process, across reloads).
+    pub requests: Requests,
     open: [AtomicI64; 4],
     listening: AtomicI64,
     handshakes: [AtomicU64; 3],
@@ -122,46 +100,49 @@ pub struct Metrics {
     published: ClassCounter,
     publish_failures: AtomicU64,
     rate_limited: Box<[AtomicU64]>,
+    /// Reloads applied and refused (`ops::reload`).
+    reloads: [AtomicU64; 2],
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
-    pub fn new(config: &Config) -> Metrics {
-        let mut route_labels: Vec<Box<str>> = FIXED_ROUTE_LABELS.iter().map(|&l| l.into()).collect();
-        let route_of = config
-            .routes
-            .iter()
-            .map(|r| match route_labels.iter().position(|l| **l == *r.path) {
-                Some(i) => i,
-                None => {
-                    route_labels.push(r.path.as_str().into());
-                    route_labels.len() - 1
-                }
-            })
-            .collect();
-        let requests = route_labels.iter().map(|_| Default::default()).collect();
+    pub fn new() -> Metrics {
         let zeros = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
         Metrics {
-            route_labels,
-            route_of,
-            requests,
+            requests: Requests::default(),
             open: Default::default(),
             listening: AtomicI64::new(0),
             handshakes: Default::default(),
             published: ClassCounter::default(),
             publish_failures: AtomicU64::new(0),
             rate_limited: zeros(RATE_LIMITS.len() + 1),
+            reloads: Default::default(),
         }
-    }
-
-    /// The label of `Config::routes[index]`.
-    pub fn route(&self, index: usize) -> RouteLabel {
-        RouteLabel(self.route_of.get(index).copied().unwrap_or(RouteLabel::UNROUTED.0))
     }
 
     /// Counts a request answered with `status`.
     pub fn request(&self, route: RouteLabel, status: StatusCode) {
-        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
-        self.requests[route.0][class].fetch_add(1, Ordering::Relaxed);
+        self.requests.count(route, status);
+    }
+
+    /// Open connections now, by kind label.
+    pub fn open_now(&self) -> impl Iterator<Item = (&'static str, i64)> + '_ {
+        KINDS.iter().zip(&self.open).map(|(kind, n)| (*kind, n.load(Ordering::Relaxed)))
+    }
+
+    /// Publishes the broker confirmed, by key class.
+    pub fn published(&self) -> &ClassCounter {
+        &self.published
+    }
+
+    /// Counts a configuration reload, applied (`true`) or refused.
+    pub fn reloaded(&self, applied: bool) {
+        self.reloads[usize::from(!applied)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an open connection of `kind` until the guard drops.
@@ -366,6 +347,7 @@ fn load(a: &AtomicU64) -> u64 {
 fn scrape(app: &App) -> String {
     let m = &app.metrics;
     let live = &app.hub.stats;
+    let site = app.site();
     let mut t = Text::new();
 
     t.family("olive_build_info", Type::Gauge, "Always 1; the version label says which olive runs.");
@@ -376,13 +358,20 @@ fn scrape(app: &App) -> String {
         Type::Counter,
         "Requests answered, by route (the configured path prefix, or admin, redirect, unrouted) and status class. Series appear with their first request.",
     );
-    for (route, counts) in m.route_labels.iter().zip(m.requests.iter()) {
-        for (class, count) in STATUS_CLASSES.iter().zip(counts) {
-            let n = load(count);
+    for (route, counts) in m.requests.snapshot() {
+        for (class, n) in routes::STATUS_CLASSES.iter().zip(counts) {
             if n > 0 {
                 t.sample("olive_http_requests_total", &[("route", route), ("status", class)], n);
             }
         }
+    }
+    t.family(
+        "olive_config_reloads_total",
+        Type::Counter,
+        "Configuration reloads (SIGHUP) by result: ok (applied), error (refused: the running configuration stays).",
+    );
+    for (result, count) in ["ok", "error"].iter().zip(&m.reloads) {
+        t.sample("olive_config_reloads_total", &[("result", result)], load(count));
     }
 
     t.family(
@@ -411,7 +400,7 @@ fn scrape(app: &App) -> String {
         Type::Histogram,
         "Time from sending a proxied request (after its body was buffered) to the upstream's response head, retries included; requests that got no response are not observed.",
     );
-    for u in &app.upstreams {
+    for u in &site.upstreams {
         t.histogram("olive_upstream_response_seconds", &[("upstream", u.name())], &u.stats.response);
     }
     t.family(
@@ -419,7 +408,7 @@ fn scrape(app: &App) -> String {
         Type::Counter,
         "Proxied requests that got no response, by upstream and error: connect (no address could be connected, 502), timeout (no response head in time, 504), failed (the connection failed after sending, 502).",
     );
-    for u in &app.upstreams {
+    for u in &site.upstreams {
         for (error, count) in UPSTREAM_ERRORS.iter().zip(&u.stats.errors) {
             t.sample("olive_upstream_errors_total", &[("upstream", u.name()), ("error", error)], load(count));
         }
@@ -429,7 +418,7 @@ fn scrape(app: &App) -> String {
         Type::Gauge,
         "Addresses of an upstream left out of rotation by passive health checks.",
     );
-    for u in &app.upstreams {
+    for u in &site.upstreams {
         t.sample("olive_upstream_addresses_failing", &[("upstream", u.name())], u.failing());
     }
 
@@ -588,31 +577,11 @@ mod tests {
 
     #[test]
     fn hooks_keep_their_labels_bounded() {
-        let config = Config::parse(
-            "[[listener]]\nname = \"a\"\nkind = \"admin\"\nbind = \"127.0.0.1:0\"\n",
-            std::path::Path::new("/olive.toml"),
-        )
-        .unwrap();
-        let m = Metrics::new(&config);
+        let m = Metrics::new();
         m.rate_limited("http_per_ip");
         m.rate_limited("bogus");
         assert_eq!(load(&m.rate_limited[0]), 1);
         assert_eq!(load(&m.rate_limited[RATE_LIMITS.len()]), 1);
-    }
-
-    #[test]
-    fn status_classes_clamp() {
-        let config = Config::parse(
-            "[[listener]]\nname = \"a\"\nkind = \"admin\"\nbind = \"127.0.0.1:0\"\n",
-            std::path::Path::new("/olive.toml"),
-        )
-        .unwrap();
-        let m = Metrics::new(&config);
-        for code in [101, 200, 204, 308, 404, 502, 599] {
-            m.request(RouteLabel::ADMIN, StatusCode::from_u16(code).unwrap());
-        }
-        let counts: Vec<u64> = m.requests[0].iter().map(load).collect();
-        assert_eq!(counts, [1, 2, 1, 1, 2]);
     }
 
     #[test]
