@@ -105,14 +105,8 @@ mod tests {
 
     #[test]
     fn the_client_is_the_rightmost_untrusted_forwarded_address() {
-        let server = config::Server {
-            drain_timeout: std::time::Duration::from_secs(1),
-            log_format: config::LogFormat::Pretty,
-            log_level: "info".into(),
-            access_log: false,
-            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
-            workers: 1,
-        };
+        let text = "[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n[[listener]]\nname = \"a\"\nkind = \"admin\"\nbind = \"127.0.0.1:0\"\n";
+        let server = config::Config::parse(text, std::path::Path::new("/olive.toml")).unwrap().server;
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let xff = |v: &[&str]| {
             let mut h = HeaderMap::new();
