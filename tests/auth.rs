@@ -131,6 +131,20 @@ async fn algorithm_confusion_is_refused() {
     subscribe(&mut bearer(&olive, &good).await, "olive.a.b.c").await;
 }
 
+/// User 7's real token with its payload rewritten: another name and wider
+/// grants, the signature left as it was.
+fn tampered() -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let token = hs(&claims(json!({"subscribe": ["olive.public.#"]})));
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut payload: Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    payload["name"] = "The Boss".into();
+    payload["grants"] = json!({"subscribe": ["#"], "publish": ["#"]});
+    let forged = b64.encode(serde_json::to_vec(&payload).unwrap());
+    format!("{}.{forged}.{}", parts[0], parts[2])
+}
+
 #[tokio::test]
 async fn expired_wrong_audience_wrong_issuer_and_oversize_tokens_get_401() {
     let olive = start(&hs_auth("max_token_bytes = 1024\nmax_grants = 2")).await;
@@ -150,6 +164,13 @@ async fn expired_wrong_audience_wrong_issuer_and_oversize_tokens_get_401() {
             c.as_object_mut().unwrap().remove("sub");
             hs(&c)
         }),
+        ("not yet valid", with("nbf", (now() + 3600).into())),
+        ("no expiry", {
+            let mut c = claims(json!({}));
+            c.as_object_mut().unwrap().remove("exp");
+            hs(&c)
+        }),
+        ("tampered", tampered()),
         ("too many grants", hs(&claims(many))),
         ("too large", hs(&claims(long))),
         ("garbage", "abc.def.ghi".into()),
@@ -205,6 +226,11 @@ async fn publish_is_checked_and_names_the_sender() {
         forbidden(&mut ws, json!({"type": "publish", "key": "olive.chat.room.2", "data": 1, "ref": "r"}))
             .await;
     assert_eq!(denied["ref"], "r");
+    // The sender is the token's: a frame that names another is refused.
+    let forged = json!({"type": "publish", "key": "olive.chat.room.1", "data": "hi", "ref": 2,
+                        "from": {"user": "1", "name": "The Boss"}});
+    send(&mut ws, forged).await;
+    assert_eq!(recv(&mut ws).await["code"], "invalid");
     still_up(&mut ws).await;
 }
 
