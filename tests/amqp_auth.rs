@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::Olive;
@@ -173,27 +172,9 @@ for name, (u, p) in {"wrong_user": ("someone", token), "expired": (user, expired
 print(json.dumps(out))
 "#;
 
-/// `.venv`'s Python with pika (scripts/test installs it); `None` to skip,
-/// a panic under `CI=true`.
-fn python() -> Option<PathBuf> {
-    let exe = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let ok = std::process::Command::new(&exe)
-        .args(["-c", "import pika"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(exe);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true: {} cannot import pika (run scripts/test)", exe.display());
-    }
-    eprintln!("skipped: {} cannot import pika (run scripts/test)", exe.display());
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pika_client_logging_in_with_its_token_gets_exactly_its_grants() {
-    let Some(py) = python() else { return };
+    let Some(py) = common::python("pika") else { return };
     let olive = start(true).await;
     // RabbitMQ sends the URL's user info as Basic auth: the admin token.
     let base = format!("http://rabbitmq:{ADMIN}@{}/rabbitmq/auth", olive.addr("admin"));

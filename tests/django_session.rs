@@ -2,14 +2,13 @@
 //! (`django.contrib.sessions.backends.signed_cookies`), each also loaded
 //! back by Django so the two must agree on every one.
 //!
-//! Python comes from `OLIVE_TEST_PYTHON`, else `.venv/bin/python` (made by
-//! `scripts/test`). Without it the test is skipped with one line on stderr,
-//! except under `CI=true`, where it fails.
+//! Python comes from `common::python` (`OLIVE_TEST_PYTHON`, else
+//! `.venv/bin/python`, made by `scripts/test`). Without it the test is
+//! skipped with one line on stderr, except under `CI=true`, where it fails.
 
 mod common;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
@@ -80,27 +79,6 @@ cases["other_salt"] = signing.dumps(login(13), compress=True)
 print(json.dumps({name: {"cookie": v, "django": django_load(v)} for name, v in cases.items()}))
 "#;
 
-fn python() -> Option<PathBuf> {
-    let missing = |why: String| -> Option<PathBuf> {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("CI=true: tests/django_session.rs cannot run: {why}");
-        }
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED tests/django_session.rs: {why} (run scripts/test to set it up)"
-        );
-        None
-    };
-    let exe = match std::env::var_os("OLIVE_TEST_PYTHON") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
-    };
-    if !exe.exists() {
-        return missing(format!("no OLIVE_TEST_PYTHON and no {}", exe.display()));
-    }
-    Some(exe)
-}
-
 /// Runs [`MINT`] and returns its cases.
 fn mint(py: &Path) -> serde_json::Map<String, Value> {
     let out = Command::new(py)
@@ -116,7 +94,7 @@ fn mint(py: &Path) -> serde_json::Map<String, Value> {
 
 #[test]
 fn olive_agrees_with_django_on_cookies_django_made() {
-    let Some(py) = python() else { return };
+    let Some(py) = common::python("django") else { return };
     let cases = mint(&py);
     let verifier = SessionVerifier::new(SECRET_KEY, &[FALLBACK], Duration::from_secs(COOKIE_AGE)).unwrap();
     let now = SystemTime::now();
@@ -199,7 +177,7 @@ async fn subscribe_answer(mut ws: common::live::Ws) -> Value {
 #[tokio::test]
 async fn a_django_session_cookie_logs_in_to_the_live_hub() {
     use common::live::config_auth;
-    let Some(py) = python() else { return };
+    let Some(py) = common::python("django") else { return };
     let cases = mint(&py);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret-key"), SECRET_KEY).unwrap();

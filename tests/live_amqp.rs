@@ -87,7 +87,7 @@ async fn a_message_published_with_pika_reaches_a_websocket_subscriber() {
     if !rabbit() {
         return;
     }
-    let Some(python) = python_with_pika() else { return };
+    let Some(python) = common::python("pika") else { return };
     let exchange = exchange("pika");
     let olive = Olive::start(&node_config(&exchange)).await;
     ready(&olive).await;
@@ -121,26 +121,6 @@ conn.close()
         json!({"type": "message", "key": "olive.notes.note.7", "id": "django-42",
                "data": {"comment": 42, "html": "<p>from Django</p>"}})
     );
-}
-
-/// The venv's Python with pika (scripts/test installs it); in CI its
-/// absence fails the test.
-fn python_with_pika() -> Option<std::path::PathBuf> {
-    let python = std::env::var_os("OLIVE_TEST_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import pika"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    match (ok, std::env::var("CI").as_deref() == Ok("true")) {
-        (true, _) => Some(python),
-        (false, true) => panic!("{} with pika is required in CI (run scripts/test)", python.display()),
-        (false, false) => {
-            eprintln!("skipped: no {} with pika (run scripts/test)", python.display());
-            None
-        }
-    }
 }
 
 /// Asks for `key`'s presence until it shows `anonymous` connections

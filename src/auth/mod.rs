@@ -142,7 +142,7 @@ impl Stats {
         let counter = match refusal {
             Refusal::Token(e) => match e {
                 TokenError::TooLarge { .. } => &self.too_large,
-                TokenError::Malformed => &self.malformed,
+                TokenError::Malformed | TokenError::Unsupported(_) => &self.malformed,
                 TokenError::NoKid | TokenError::UnknownKid(_) => &self.unknown_kid,
                 TokenError::Algorithm => &self.algorithm,
                 TokenError::Signature => &self.signature,

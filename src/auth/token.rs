@@ -104,6 +104,8 @@ pub enum TokenError {
     Grants(#[from] GrantError),
     #[error("token revoked")]
     Revoked,
+    #[error("the token's header uses {0:?}, which olive does not implement")]
+    Unsupported(&'static str),
 }
 
 /// Checks tokens against the configured keys.
@@ -146,6 +148,7 @@ impl Verifier {
         if token.len() > self.max_bytes {
             return Err(TokenError::TooLarge { max: self.max_bytes });
         }
+        refuse_unsupported_header(token)?;
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         let kid = header.kid.ok_or(TokenError::NoKid)?;
         let (key, validation) = self.keys.get(&kid).ok_or(TokenError::UnknownKid(kid))?;
@@ -161,6 +164,28 @@ impl Verifier {
             expires: UNIX_EPOCH + Duration::from_secs(claims.exp) + self.leeway,
             issued: claims.iat,
         })
+    }
+}
+
+/// Header parameters that change what the signature covers or demand
+/// processing olive does not do: `crit` must make a recipient that does not
+/// understand every name in it refuse the token (RFC 7515 §4.1.11), and
+/// `b64: false` means the payload was signed unencoded (RFC 7797 §3).
+/// jsonwebtoken ignores both, so they are refused here. Keys a token
+/// brings along (`jwk`, `jku`, `x5u`, `x5c`) are simply never used.
+const UNSUPPORTED_HEADER: [&str; 2] = ["crit", "b64"];
+
+fn refuse_unsupported_header(token: &str) -> Result<(), TokenError> {
+    use base64::Engine;
+    let segment = token.split('.').next().unwrap_or("");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| TokenError::Malformed)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
+    match UNSUPPORTED_HEADER.into_iter().find(|name| header.contains_key(*name)) {
+        Some(name) => Err(TokenError::Unsupported(name)),
+        None => Ok(()),
     }
 }
 

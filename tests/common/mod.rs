@@ -449,3 +449,28 @@ pub fn rabbit() -> bool {
         }
     }
 }
+
+/// The test Python (`OLIVE_TEST_PYTHON`, else `.venv/bin/python`, which
+/// scripts/test makes) if it can import every module of `imports`
+/// (comma-separated, as Python writes them). `None` skips the caller with
+/// one line on stderr; under `CI=true` a missing Python fails instead.
+pub fn python(imports: &str) -> Option<PathBuf> {
+    let exe = match std::env::var_os("OLIVE_TEST_PYTHON") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
+    };
+    let probe = std::process::Command::new(&exe).args(["-c", &format!("import {imports}")]).output();
+    let why = match probe {
+        Ok(out) if out.status.success() => return Some(exe),
+        Ok(out) => String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("").to_owned(),
+        Err(e) => e.to_string(),
+    };
+    let why = format!("{} cannot import {imports}: {why} (run scripts/test)", exe.display());
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true: {why}");
+    }
+    // Straight to fd 2, past the harness's capture, so the skip is seen.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+    None
+}
