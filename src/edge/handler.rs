@@ -170,7 +170,7 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// The peer's address as text, formatted once per connection rather
     /// than once per request (it goes into X-Forwarded-For).
-    pub peer_ip: Arc<str>,
+    pub peer_ip: HeaderValue,
     pub tls: bool,
     /// This connection's place under the connection limits.
     pub slot: Arc<Slot>,
@@ -202,7 +202,9 @@ impl Drop for Slot {
 
 impl Conn {
     pub fn new(listener: usize, peer: SocketAddr, tls: bool, slot: Slot) -> Conn {
-        Conn { listener, peer, peer_ip: peer.ip().to_string().into(), tls, slot: Arc::new(slot) }
+        let peer_ip =
+            HeaderValue::from_str(&peer.ip().to_string()).expect("an address is a valid header value");
+        Conn { listener, peer, peer_ip, tls, slot: Arc::new(slot) }
     }
 
     fn upgrade(&self, app: &App, kind: Kind) -> Upgrade {

@@ -57,8 +57,8 @@ impl ProxyError {
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
     pub peer: IpAddr,
-    /// `peer` as text.
-    pub peer_text: std::sync::Arc<str>,
+    /// `peer` as text, ready to be a header value.
+    pub peer_text: HeaderValue,
     /// The peer is a configured trusted proxy.
     pub trusted: bool,
     pub proto: &'static str,
