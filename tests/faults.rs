@@ -266,3 +266,150 @@ async fn acked_messages_survive_closed_connections_and_a_rabbitmq_restart() {
     a.stop().await;
     b.stop().await;
 }
+
+/// An upstream process that answers `…/length` (a Content-Length of a
+/// megabyte) and `…/chunked` with their first 10 000 bytes, `…/silent`
+/// with nothing, holds every connection open, and says each path's last
+/// segment on stdout once the request is in.
+const DYING_UPSTREAM: &str = r#"
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0))
+s.listen(16)
+print(s.getsockname()[1], flush=True)
+held = []
+while True:
+    c, _ = s.accept()
+    req = b""
+    while b"\r\n\r\n" not in req:
+        req += c.recv(4096)
+    path = req.split(b" ")[1].rsplit(b"/", 1)[-1]
+    if path == b"length":
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 10000)
+    elif path == b"chunked":
+        c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2710\r\n" + b"x" * 10000 + b"\r\n")
+    held.append(c)
+    print(path.decode(), flush=True)
+"#;
+
+/// `/dying/` goes to the upstream that is killed, `/` to a healthy one.
+fn two_upstreams(dying: u16, healthy: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+[server]
+access_log = false
+
+[[listener]]
+name = "http"
+kind = "http"
+bind = "127.0.0.1:0"
+
+[[upstream]]
+name = "dying"
+addresses = ["127.0.0.1:{dying}"]
+connect_timeout = "500ms"
+
+[[upstream]]
+name = "app"
+addresses = ["{healthy}"]
+
+[[route]]
+path = "/dying/"
+proxy.upstream = "dying"
+proxy.compress = false
+
+[[route]]
+path = "/"
+proxy.upstream = "app"
+proxy.compress = false
+"#
+    )
+}
+
+/// A request to the dying upstream whose response head came, with the
+/// first bytes of its body: the rest of the body, or the error that ends it.
+async fn rest_of_body(resp: reqwest::Response) -> Result<usize, reqwest::Error> {
+    let mut resp = resp;
+    let mut total = 0;
+    while let Some(chunk) = resp.chunk().await? {
+        total += chunk.len();
+    }
+    Ok(total)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_killed_mid_response_is_a_clean_error_and_olive_serves_on() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut upstream = tokio::process::Command::new("python3")
+        .args(["-c", DYING_UPSTREAM])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    let mut said = BufReader::new(upstream.stdout.take().unwrap()).lines();
+    let port: u16 = said.next_line().await.unwrap().unwrap().parse().unwrap();
+    let healthy = common::Upstream::echo().await;
+    let olive = Olive::start(&two_upstreams(port, healthy.addr)).await;
+    let http = client();
+
+    // Steady traffic to the healthy upstream throughout.
+    let (stop_tx, mut stop) = watch::channel(false);
+    let steady = {
+        let (http, url) = (http.clone(), olive.url("http", "/steady"));
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !*stop.borrow_and_update() {
+                let answer = match http.get(&url).send().await {
+                    Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                    Err(e) => (0, e.to_string()),
+                };
+                match answer {
+                    (200, body) if body == "/steady" => ok += 1,
+                    other => failed.push(other),
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (ok, failed)
+        })
+    };
+
+    // Two responses mid-body and one waiting for its head.
+    let mut mid_body = Vec::new();
+    for path in ["length", "chunked"] {
+        let mut resp = http.get(olive.url("http", &format!("/dying/{path}"))).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let first = resp.chunk().await.unwrap().expect("the first bytes of the body");
+        assert!(!first.is_empty());
+        assert_eq!(said.next_line().await.unwrap().unwrap(), path);
+        mid_body.push((path, resp));
+    }
+    let silent = tokio::spawn(http.get(olive.url("http", "/dying/silent")).send());
+    assert_eq!(said.next_line().await.unwrap().unwrap(), "silent");
+
+    upstream.start_kill().unwrap();
+    upstream.wait().await.unwrap();
+    let killed = Instant::now();
+
+    // Mid-body: the body ends in an error, never a short body that looks whole.
+    for (path, resp) in mid_body {
+        let ended = tokio::time::timeout(Duration::from_secs(5), rest_of_body(resp)).await;
+        let ended = ended.unwrap_or_else(|_| panic!("{path}: the body neither ended nor failed"));
+        assert!(ended.is_err(), "{path}: a truncated body ended as if complete ({ended:?})");
+    }
+    // Head not yet sent: a 502.
+    let resp = tokio::time::timeout(Duration::from_secs(5), silent).await.unwrap().unwrap().unwrap();
+    assert_eq!(resp.status(), 502);
+    assert!(killed.elapsed() < Duration::from_secs(5));
+
+    // And olive serves on: the dead upstream's route says 502 at once, the
+    // healthy one never failed.
+    let resp = http.get(olive.url("http", "/dying/length")).send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop_tx.send(true);
+    let (ok, failed) = steady.await.unwrap();
+    assert!(failed.is_empty(), "healthy requests failed: {failed:?}");
+    assert!(ok > 10, "only {ok} healthy requests");
+    olive.stop().await;
+}
