@@ -262,3 +262,30 @@ async fn reconnects_and_rebinds_after_the_connection_is_closed() {
     b.close().await;
     delete_exchange(&exchange).await;
 }
+
+/// A message that comes again with the same id (a redelivery after a lost
+/// connection, or an outside publisher's retry) is passed on once.
+#[tokio::test]
+async fn a_message_that_comes_again_is_passed_on_once() {
+    if !rabbit() {
+        return;
+    }
+    let config = config("again");
+    let exchange = config.exchange.clone();
+    let (node, mut rx) = node(config).await;
+    node.bind(&pattern("olive.notes.note.3"));
+    until_routed(&node, &mut rx, "olive.notes.note.3").await;
+
+    let first = message("olive.notes.note.3", "1", None);
+    let next = message("olive.notes.note.3", "2", None);
+    for sent in [&first, &first, &next] {
+        node.publish(sent.clone()).await.unwrap();
+    }
+    let got = recv(&mut rx, Duration::from_secs(5)).await.expect("the first");
+    assert_eq!(got.id, first.id);
+    let got = recv(&mut rx, Duration::from_secs(5)).await.expect("the next");
+    assert_eq!(got.id, next.id, "the copy of the first was dropped");
+    assert!(recv(&mut rx, Duration::from_millis(300)).await.is_none());
+    node.close().await;
+    delete_exchange(&exchange).await;
+}

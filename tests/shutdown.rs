@@ -1,6 +1,8 @@
 //! Graceful shutdown: in-flight requests finish, new connections are
 //! refused, the drain is bounded by `server.drain_timeout`, and tunnels
-//! close.
+//! close; and a real process under load, SIGTERMed, finishes every
+//! request it had accepted (`tests/deploy.rs` covers the same with a new
+//! process taking over the port).
 
 mod common;
 
@@ -137,4 +139,81 @@ tunnel.upstream = "channels"
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("the upstream side of the tunnel stayed open");
+}
+
+/// SIGTERM to a real `olive serve` under load: every request olive had
+/// accepted before the signal completes (issue 7, "faults without loss").
+/// Forty GETs are waiting on a slow upstream, and four POSTs are half
+/// way through sending their bodies, which go on arriving after the
+/// signal; all of them get their whole answer, new connections are
+/// refused, and olive exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_finishes_every_accepted_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const GETS: usize = 40;
+    const POSTS: usize = 4;
+    const BODY: usize = 20_000;
+    let up = Upstream::start(|seen| async move {
+        tokio::time::sleep(Duration::from_millis(300 + fastrand::u64(..700))).await;
+        text(200, &format!("{} {}", seen.uri.path(), seen.body.len()))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut olive = common::process::OliveProcess::start(
+        dir.path(),
+        &proxy_config(
+            up.addr,
+            "drain_timeout = \"10s\"\n[rate_limits]\nhttp_per_ip = 0\nconnects_per_ip = 0",
+        ),
+    )
+    .await;
+    let addr = olive.addr("http");
+
+    let http = client();
+    let gets: Vec<_> =
+        (0..GETS).map(|i| tokio::spawn(http.get(format!("http://{addr}/get/{i}")).send())).collect();
+    let mut posts = Vec::new();
+    for i in 0..POSTS {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!("POST /post/{i} HTTP/1.1\r\nhost: x\r\ncontent-length: {BODY}\r\n\r\n");
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        tcp.write_all(&[b'p'; BODY / 2]).await.unwrap();
+        posts.push(tcp);
+    }
+    for _ in 0..200 {
+        if up.requests().len() == GETS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(up.requests().len(), GETS, "the GETs are in flight before the signal");
+
+    olive.signal("TERM").await;
+    until_refused(addr).await;
+    // The rest of the bodies, after the signal.
+    let posts: Vec<_> = posts
+        .into_iter()
+        .map(|mut tcp| {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                tcp.write_all(&[b'p'; BODY - BODY / 2]).await.unwrap();
+                let mut answer = Vec::new();
+                let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+                String::from_utf8_lossy(&answer).into_owned()
+            })
+        })
+        .collect();
+
+    for (i, get) in gets.into_iter().enumerate() {
+        let resp = get.await.unwrap().unwrap_or_else(|e| panic!("GET {i} failed: {e:?}"));
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), format!("/get/{i} 0"));
+    }
+    for (i, post) in posts.into_iter().enumerate() {
+        let answer = post.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "POST {i}: {answer:?}");
+        assert!(answer.ends_with(&format!("/post/{i} {BODY}")), "POST {i}: {answer:?}");
+    }
+    let status = olive.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "olive exits 0 after its drain: {status:?}");
 }

@@ -10,6 +10,10 @@
 //! `send_timeout` (all 2s here). Without the limit the attacker keeps every
 //! slot and the normal client waits for the end of the attack.
 //!
+//! Without any tool, clients that never read at all are cut at
+//! `send_timeout` while a normal client's p99 latency stays within
+//! `P99_GROWTH` (100 ms) of its p99 at rest (issue 7, faults).
+//!
 //! Needs `slowhttptest` on PATH (`.ci/run` installs it) and slowloris in
 //! the venv (`scripts/test`); without them the tests are skipped, except
 //! with `CI=true`, where they fail.
@@ -61,11 +65,14 @@ fn slowloris() -> Option<PathBuf> {
 }
 
 /// olive with a proxy route to `upstream` and a static route `/big/`
-/// holding a 4 MiB file, for slow reads.
+/// holding a 4 MiB file, for slow reads, and a 64 MiB one, for a client
+/// that reads nothing.
 async fn start(upstream: std::net::SocketAddr) -> Olive {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("static")).unwrap();
     std::fs::write(dir.path().join("static/file.bin"), vec![b'x'; 4 << 20]).unwrap();
+    // Sparse: more than any socket buffers hold, for a client that never reads.
+    std::fs::File::create(dir.path().join("static/huge.bin")).unwrap().set_len(64 << 20).unwrap();
     let secs = TIMEOUT.as_secs();
     let toml = format!(
         r#"
@@ -332,4 +339,92 @@ async fn connections_past_the_per_address_share_get_429() {
     drop(held);
     settle(&olive).await;
     assert_eq!(olive.open_connections("http"), 0, "slots come back when connections close");
+}
+
+/// How much a normal client's p99 latency may grow while clients that
+/// never read hold connections, over its p99 with nobody else about.
+const P99_GROWTH: Duration = Duration::from_millis(100);
+
+/// The normal client's latencies for `/ok` on one kept-alive connection
+/// from 127.0.0.2, a request every 20 ms for `during`, sorted.
+async fn latencies(olive: &Olive, during: Duration) -> Vec<Duration> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let url = olive.url("http", "/ok");
+    let mut took = Vec::new();
+    let until = Instant::now() + during;
+    while Instant::now() < until {
+        let started = Instant::now();
+        let resp = http.get(&url).timeout(Duration::from_secs(5)).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), "/ok");
+        took.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    took.sort();
+    took
+}
+
+fn p99(sorted: &[Duration]) -> Duration {
+    sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)]
+}
+
+/// Clients that ask for 64 MiB and never read a byte are cut off at
+/// `limits.send_timeout` (no tool needed: raw sockets with a small
+/// receive buffer), and meanwhile a normal client's p99 latency grows by
+/// at most [`P99_GROWTH`] over its p99 at rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_are_cut_off_without_slowing_others() {
+    use tokio::io::AsyncWriteExt;
+    const READERS: usize = 6;
+    let up = Upstream::echo().await;
+    let olive = start(up.addr).await;
+    let addr = olive.addr("http");
+    let at_rest = latencies(&olive, Duration::from_secs(2)).await;
+
+    let mut stalled = Vec::new();
+    for _ in 0..READERS {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut tcp = socket.connect(addr).await.unwrap();
+        tcp.write_all(b"GET /big/huge.bin HTTP/1.1\r\nHost: s\r\n\r\n").await.unwrap();
+        stalled.push(tcp);
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(2);
+    while olive.open_connections("http") < READERS && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(olive.open_connections("http") >= READERS, "the readers never got their connections");
+
+    // The normal client runs while the readers are stuck and until they
+    // are cut; a watcher notes when olive let the last one go.
+    let watcher = async {
+        loop {
+            if olive.open_connections("http") <= 1 {
+                return started.elapsed();
+            }
+            if started.elapsed() > TIMEOUT * 4 {
+                return started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let (under_attack, cut_after) =
+        tokio::join!(latencies(&olive, TIMEOUT + Duration::from_millis(500)), watcher);
+    let (rest, attacked) = (p99(&at_rest), p99(&under_attack));
+    eprintln!(
+        "never-reading clients cut after {cut_after:?} (send_timeout {TIMEOUT:?}); normal client p99 {rest:?} at \
+         rest ({} requests), {attacked:?} under attack ({} requests, max {:?})",
+        at_rest.len(),
+        under_attack.len(),
+        under_attack.last().unwrap()
+    );
+    assert!(cut_after >= TIMEOUT - Duration::from_millis(200), "cut before the send timeout: {cut_after:?}");
+    assert!(cut_after <= TIMEOUT * 2, "the readers held their connections for {cut_after:?}");
+    assert!(attacked <= rest + P99_GROWTH, "p99 {attacked:?} under attack, {rest:?} at rest");
+    drop(stalled);
 }

@@ -23,7 +23,7 @@ pub struct Amqp {
     pub url: String,
     /// The durable topic exchange shared by every node.
     pub exchange: String,
-    /// Each connection's queue is `{queue_prefix}.{random}`.
+    /// Each node's queue is `{queue_prefix}.{node id}` (random per start).
     pub queue_prefix: String,
     /// Shown by `rabbitmqctl list_connections client_properties`.
     pub connection_name: String,
@@ -31,6 +31,11 @@ pub struct Amqp {
     pub reconnect_max: Duration,
     pub connect_timeout: Duration,
     pub confirm_timeout: Duration,
+    /// RabbitMQ deletes a node's queue after it had no consumer this long
+    /// (`x-expires`).
+    pub queue_expires: Duration,
+    /// Unacked deliveries RabbitMQ sends the node at most (`basic.qos`).
+    pub prefetch: u16,
 }
 
 impl Amqp {
@@ -46,6 +51,8 @@ impl Amqp {
             reconnect_max: d.reconnect_max,
             connect_timeout: d.connect_timeout,
             confirm_timeout: d.confirm_timeout,
+            queue_expires: d.queue_expires,
+            prefetch: d.prefetch,
         }
     }
 }
@@ -62,6 +69,8 @@ impl fmt::Debug for Amqp {
             .field("reconnect_max", &self.reconnect_max)
             .field("connect_timeout", &self.connect_timeout)
             .field("confirm_timeout", &self.confirm_timeout)
+            .field("queue_expires", &self.queue_expires)
+            .field("prefetch", &self.prefetch)
             .finish()
     }
 }
@@ -94,6 +103,17 @@ impl Validator<'_> {
                 self.error(format!("{F}.{field}"), "must be greater than 0");
             }
         }
+        // The queue must outlast a reconnect, or what was routed to it
+        // meanwhile is lost; x-expires is whole milliseconds, at least 1.
+        if a.queue_expires <= a.reconnect_max + a.connect_timeout {
+            self.error(
+                format!("{F}.queue_expires"),
+                "must be longer than live.amqp.reconnect_max plus live.amqp.connect_timeout",
+            );
+        }
+        if a.prefetch == 0 {
+            self.error(format!("{F}.prefetch"), "must be greater than 0");
+        }
         Amqp {
             url: url.unwrap_or_default(),
             exchange: a.exchange.clone(),
@@ -103,6 +123,8 @@ impl Validator<'_> {
             reconnect_max: a.reconnect_max,
             connect_timeout: a.connect_timeout,
             confirm_timeout: a.confirm_timeout,
+            queue_expires: a.queue_expires,
+            prefetch: a.prefetch,
         }
     }
 

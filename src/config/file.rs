@@ -480,6 +480,14 @@ pub const DEFAULT_AMQP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// hear about it instead of waiting.
 pub const DEFAULT_AMQP_CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A node's queue outlives the node's connection by this long: a node that
+/// reconnects within it finds every message routed meanwhile; a node that
+/// died leaves nothing behind after it.
+pub const DEFAULT_AMQP_QUEUE_EXPIRES: Duration = Duration::from_secs(60);
+
+/// Deliveries RabbitMQ sends a node before the node acks them.
+pub const DEFAULT_AMQP_PREFETCH: u16 = 1000;
+
 /// `[live.amqp]`: the RabbitMQ broker. The URL holds a password, so it can
 /// come from the file (`url`), an environment variable (`url_env`) or a
 /// file of its own (`url_file`); at most one of the three.
@@ -499,6 +507,9 @@ pub struct LiveAmqp {
     pub connect_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub confirm_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub queue_expires: Duration,
+    pub prefetch: u16,
 }
 
 impl Default for LiveAmqp {
@@ -513,6 +524,8 @@ impl Default for LiveAmqp {
             reconnect_max: DEFAULT_AMQP_RECONNECT_MAX,
             connect_timeout: DEFAULT_AMQP_CONNECT_TIMEOUT,
             confirm_timeout: DEFAULT_AMQP_CONFIRM_TIMEOUT,
+            queue_expires: DEFAULT_AMQP_QUEUE_EXPIRES,
+            prefetch: DEFAULT_AMQP_PREFETCH,
         }
     }
 }
@@ -530,6 +543,8 @@ impl std::fmt::Debug for LiveAmqp {
             .field("reconnect_max", &self.reconnect_max)
             .field("connect_timeout", &self.connect_timeout)
             .field("confirm_timeout", &self.confirm_timeout)
+            .field("queue_expires", &self.queue_expires)
+            .field("prefetch", &self.prefetch)
             .finish()
     }
 }

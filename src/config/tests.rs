@@ -348,7 +348,8 @@ fn amqp_url_from_env_or_file() {
 fn amqp_errors_name_their_fields() {
     let text = format!(
         "{MINIMAL}\n[live]\nbroker = \"amqp\"\n[live.amqp]\nurl = \"http://secret@x\"\nexchange = \"\"\n\
-         queue_prefix = \"amq.mine\"\nreconnect_min = \"5s\"\nreconnect_max = \"1s\"\nconfirm_timeout = \"0s\"\n"
+         queue_prefix = \"amq.mine\"\nreconnect_min = \"5s\"\nreconnect_max = \"1s\"\nconfirm_timeout = \"0s\"\n\
+         queue_expires = \"5s\"\nprefetch = 0\n"
     );
     let errors = errors_of(parse(&text));
     let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
@@ -359,7 +360,9 @@ fn amqp_errors_name_their_fields() {
             "live.amqp.exchange",
             "live.amqp.queue_prefix",
             "live.amqp.reconnect_max",
-            "live.amqp.confirm_timeout"
+            "live.amqp.confirm_timeout",
+            "live.amqp.queue_expires",
+            "live.amqp.prefetch"
         ]
     );
     assert!(!errors[0].1.contains("secret"), "the URL is not echoed: {}", errors[0].1);

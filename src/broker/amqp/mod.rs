@@ -1,12 +1,23 @@
 //! The RabbitMQ broker, for olive on several machines.
 //!
 //! Topology (see `DESIGN.md`, "AMQP topology"): one durable topic exchange
-//! shared with Django and any other AMQP client; per olive node one
-//! exclusive, auto-deleted queue, bound to exactly the keys and patterns
-//! the node's clients want. Routing key = object key, body = the JSON
-//! data, `message_id` = the message id, `content_type` =
-//! `application/json`, and the headers `olive-user` / `olive-name` name
-//! the user olive published for.
+//! shared with Django and any other AMQP client; per olive node one queue,
+//! `{queue_prefix}.{node id}` (the id random per start), bound to exactly
+//! the keys and patterns the node's clients want. Routing key = object
+//! key, body = the JSON data, `message_id` = the message id,
+//! `content_type` = `application/json`, `delivery_mode` = 2 (persistent),
+//! and the headers `olive-user` / `olive-name` name the user olive
+//! published for.
+//!
+//! Nothing acked is lost to a node that stays up (docs/PROTOCOL.md,
+//! "Between nodes"): the node's queue is durable, neither exclusive nor
+//! auto-deleted, so it and its bindings outlive a lost connection and a
+//! RabbitMQ restart, and collect what is routed while the node reconnects;
+//! `x-expires` (`live.amqp.queue_expires`) removes the queue of a node
+//! that died, and a node that stops cleanly deletes its own. Deliveries
+//! are acked (in batches, `multiple`) once the hub has them, so what was
+//! in flight when a connection dropped comes again, and the node drops
+//! the redeliveries it already passed on, by message id.
 //!
 //! This module owns the handle the hub sees ([`AmqpBroker`]) and the
 //! translation between [`Message`] and AMQP; the connection itself belongs
@@ -51,6 +62,8 @@ pub const HEADER_USER: &str = "olive-user";
 /// Header with that user's display name, when they have one.
 pub const HEADER_NAME: &str = "olive-name";
 const CONTENT_TYPE: &str = "application/json";
+/// AMQP `delivery_mode` of a message RabbitMQ keeps on disk.
+const PERSISTENT: u8 = 2;
 
 /// A change of interest, applied by the supervisor in the order sent.
 #[derive(Debug)]
@@ -75,6 +88,9 @@ fn presence_exchange(exchange: &str) -> String {
 /// What the handle and the supervisor share.
 struct Shared {
     config: Amqp,
+    /// This node's queue, `{queue_prefix}.{node id}`: the same name across
+    /// reconnects, so that the queue keeps what arrives meanwhile.
+    queue: String,
     /// The confirm-mode channel of the live connection; `None` while
     /// disconnected. A std mutex: held only to clone or swap a handle.
     publisher: Mutex<Option<Channel>>,
@@ -109,8 +125,10 @@ impl AmqpBroker {
     /// consumer are in place. Every delivery goes to `deliveries`. Must be
     /// called within a tokio runtime.
     pub fn start(config: Amqp, deliveries: Deliveries) -> Arc<AmqpBroker> {
+        let queue = format!("{}.{:016x}", config.queue_prefix, fastrand::u64(..));
         let shared = Arc::new(Shared {
             config,
+            queue,
             publisher: Mutex::new(None),
             ready: watch::Sender::new(false),
             lost: Notify::new(),
@@ -131,8 +149,8 @@ impl AmqpBroker {
         })
     }
 
-    /// Closes the AMQP connection cleanly (RabbitMQ then deletes the
-    /// node's queue at once) and waits for the supervisor to finish.
+    /// Deletes the node's queue, closes the AMQP connection cleanly and
+    /// waits for the supervisor to finish.
     /// Publishes after this get `unavailable`. Call it before the runtime
     /// drops: a connection dropped with the runtime is only noticed by
     /// RabbitMQ at the next missed heartbeat.
@@ -255,8 +273,12 @@ fn properties(message: &Message) -> Result<BasicProperties, BrokerError> {
     // an empty one still leaves olive with an id.
     let id = if message.id.is_empty() { MessageId::new().to_string() } else { message.id.to_string() };
     let id = ShortString::try_new(id).map_err(|_| unavailable("message id longer than 255 bytes"))?;
-    let mut properties =
-        BasicProperties::default().with_content_type(CONTENT_TYPE.into()).with_message_id(id);
+    // Persistent: a message in a node's (durable) queue survives a
+    // RabbitMQ restart.
+    let mut properties = BasicProperties::default()
+        .with_content_type(CONTENT_TYPE.into())
+        .with_message_id(id)
+        .with_delivery_mode(PERSISTENT);
     if let Some(from) = &message.from {
         let mut headers = FieldTable::default();
         headers.insert(HEADER_USER.into(), AMQPValue::LongString(from.user.as_str().into()));
@@ -318,6 +340,7 @@ mod tests {
         sent.id = MessageId::new().to_string().into();
         let props = properties(&sent).unwrap();
         assert_eq!(props.content_type().as_ref().map(|c| c.as_str()), Some(CONTENT_TYPE));
+        assert_eq!(props.delivery_mode(), &Some(PERSISTENT));
         let got = message("olive.notes.note.1", &props, sent.data.to_vec()).unwrap();
         assert_eq!(got.id, sent.id);
         assert_eq!(got.data, sent.data);

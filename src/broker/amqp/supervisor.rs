@@ -6,24 +6,33 @@
 //! and forwards deliveries to the hub. When anything on the connection
 //! fails (an error event, the consumer stream ending, a publish that
 //! could not be sent, a bind refused), it marks the broker not ready,
-//! waits with jittered exponential backoff, and starts over from an empty
-//! queue. It remembers the bound patterns itself, so the new queue gets
-//! the same bindings; messages published during the gap are lost to this
-//! node, as a browser's resume from history covers. Presence bindings
-//! are remembered and restored the same way, on the presence exchange;
-//! announcements made while disconnected are dropped (the next heartbeat
-//! repeats them).
+//! waits with jittered exponential backoff, and starts over.
+//!
+//! The queue is the same one across reconnects (durable, `x-expires`),
+//! so what was routed to it in the gap waits there, and deliveries are
+//! acked only after they went to the hub: a delivery the hub got but
+//! RabbitMQ never heard acked comes again on the next connection, and is
+//! dropped here by its message id ([`Recent`]). Acks go in batches, one
+//! `multiple` ack for whatever deliveries had already arrived together.
+//! The supervisor remembers the bound patterns itself and binds them again
+//! on each connection (binding is idempotent; the queue may be new after a
+//! RabbitMQ that lost it, or after `x-expires`), and unbinds what was
+//! unbound while disconnected. Presence bindings are remembered and
+//! restored the same way, on the presence exchange; announcements made
+//! while disconnected are dropped (the next heartbeat repeats them).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
+use lapin::message::Delivery;
 use lapin::options::BasicPublishOptions;
 use lapin::options::{
-    BasicConsumeOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, Event, ExchangeKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -57,7 +66,6 @@ struct Session {
     channel: Channel,
     /// The confirm-mode channel publishes use (also in `Shared`).
     publisher: Channel,
-    queue: String,
     consumer: Consumer,
     events: std::pin::Pin<Box<dyn Stream<Item = Event> + Send>>,
 }
@@ -73,6 +81,43 @@ pub(super) struct Supervisor {
     bound: BTreeSet<String>,
     /// Keys bound on the presence exchange, likewise.
     presence: BTreeSet<String>,
+    /// Patterns, and presence keys, unbound while disconnected: the queue
+    /// outlives the connection, so their bindings are still there.
+    stale: BTreeSet<String>,
+    stale_presence: BTreeSet<String>,
+    /// Ids recently passed to the hub, to drop redeliveries.
+    recent: Recent,
+}
+
+/// The ids of the last `cap` messages passed to the hub. A redelivery is
+/// of a message delivered but not acked (at most `prefetch` of them) or
+/// whose ack was lost with the connection (at most `prefetch` more), so
+/// twice the prefetch recognises every one.
+struct Recent {
+    order: VecDeque<Arc<str>>,
+    ids: HashSet<Arc<str>>,
+    cap: usize,
+}
+
+impl Recent {
+    fn new(cap: usize) -> Recent {
+        Recent { order: VecDeque::with_capacity(cap), ids: HashSet::with_capacity(cap), cap }
+    }
+
+    /// Remembers `id`; `false` when it was passed on already.
+    fn first(&mut self, id: &Arc<str>) -> bool {
+        if self.ids.contains(id) {
+            return false;
+        }
+        if self.order.len() >= self.cap
+            && let Some(old) = self.order.pop_front()
+        {
+            self.ids.remove(&old);
+        }
+        self.order.push_back(id.clone());
+        self.ids.insert(id.clone());
+        true
+    }
 }
 
 impl Supervisor {
@@ -83,8 +128,19 @@ impl Supervisor {
         announced: mpsc::UnboundedSender<(Key, bytes::Bytes)>,
         shutdown: CancellationToken,
     ) -> Supervisor {
-        let (bound, presence) = (BTreeSet::new(), BTreeSet::new());
-        Supervisor { shared, commands, deliveries, announced, shutdown, bound, presence }
+        let recent = Recent::new(2 * usize::from(shared.config.prefetch));
+        Supervisor {
+            shared,
+            commands,
+            deliveries,
+            announced,
+            shutdown,
+            bound: BTreeSet::new(),
+            presence: BTreeSet::new(),
+            stale: BTreeSet::new(),
+            stale_presence: BTreeSet::new(),
+            recent,
+        }
     }
 
     pub(super) async fn run(mut self) {
@@ -100,7 +156,9 @@ impl Supervisor {
             let lost = match attempt {
                 Ok(mut session) => {
                     let up = Instant::now();
-                    let queue = session.queue.clone();
+                    let queue = self.shared.queue.clone();
+                    self.stale.clear();
+                    self.stale_presence.clear();
                     tracing::info!(queue, bindings = self.bound.len(), "connected to RabbitMQ");
                     if std::mem::replace(&mut connected_before, true) {
                         self.shared.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -125,6 +183,15 @@ impl Supervisor {
                             lost
                         }
                         Ok(Stop::Shutdown) => {
+                            // The node is going for good: its queue with it
+                            // (x-expires would take it later otherwise).
+                            let _ = tokio::time::timeout(
+                                self.shared.config.connect_timeout,
+                                session
+                                    .channel
+                                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default()),
+                            )
+                            .await;
                             let closed = tokio::time::timeout(
                                 self.shared.config.connect_timeout,
                                 session.connection.close(200, "olive shutting down".into()),
@@ -174,19 +241,16 @@ impl Supervisor {
 
     async fn build(&self, connection: Connection) -> Result<Session, (Connection, Lost)> {
         match self.topology(&connection).await {
-            Ok((channel, queue, consumer, publisher)) => {
+            Ok((channel, consumer, publisher)) => {
                 self.shared.set_publisher(Some(publisher.clone()));
                 let events = Box::pin(connection.events_listener());
-                Ok(Session { connection, channel, publisher, queue, consumer, events })
+                Ok(Session { connection, channel, publisher, consumer, events })
             }
             Err(e) => Err((connection, e.into())),
         }
     }
 
-    async fn topology(
-        &self,
-        connection: &Connection,
-    ) -> Result<(Channel, String, Consumer, Channel), lapin::Error> {
+    async fn topology(&self, connection: &Connection) -> Result<(Channel, Consumer, Channel), lapin::Error> {
         let config = &self.shared.config;
         let exchange = config.exchange.as_str();
         let channel = connection.create_channel().await?;
@@ -194,14 +258,21 @@ impl Supervisor {
         channel
             .exchange_declare(exchange.into(), ExchangeKind::Topic, durable, FieldTable::default())
             .await?;
-        // A fresh name per connection: the old exclusive queue may outlive
-        // a dropped connection until RabbitMQ notices, and redeclaring its
-        // name from a new connection would be refused (405).
-        let queue = format!("{}.{:016x}", config.queue_prefix, fastrand::u64(..));
-        let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-        channel.queue_declare(queue.as_str().into(), options, FieldTable::default()).await?;
+        // The node's own queue, the same across reconnects: durable and
+        // not exclusive, so that it outlives the connection (and a RabbitMQ
+        // restart) with what was routed to it meanwhile; x-expires deletes
+        // it once no node has consumed from it for queue_expires.
+        let queue = self.shared.queue.as_str();
+        let options = QueueDeclareOptions { durable: true, ..Default::default() };
+        let mut arguments = FieldTable::default();
+        let expires = i64::try_from(config.queue_expires.as_millis()).unwrap_or(i64::MAX);
+        arguments.insert("x-expires".into(), AMQPValue::LongLongInt(expires));
+        channel.queue_declare(queue.into(), options, arguments).await?;
+        for pattern in &self.stale {
+            unbind(&channel, queue, exchange, pattern).await?;
+        }
         for pattern in &self.bound {
-            bind(&channel, &queue, exchange, pattern).await?;
+            bind(&channel, queue, exchange, pattern).await?;
         }
         // Not durable: announcements only matter live, and every node
         // declares it the same way after a RabbitMQ restart.
@@ -214,25 +285,30 @@ impl Supervisor {
                 FieldTable::default(),
             )
             .await?;
-        for key in &self.presence {
-            bind(&channel, &queue, &presence, key).await?;
+        for key in &self.stale_presence {
+            unbind(&channel, queue, &presence, key).await?;
         }
-        // Auto-ack: the queue is exclusive and dies with the connection, so
-        // an unacked message has nowhere to be redelivered, and browsers
-        // get at-most-once beyond the history anyway. RabbitMQ then pushes
-        // without waiting on acks; prefetch does not apply.
-        let consume = BasicConsumeOptions { no_ack: true, exclusive: true, ..Default::default() };
-        let consumer = channel
-            .basic_consume(queue.as_str().into(), "olive".into(), consume, FieldTable::default())
-            .await?;
+        for key in &self.presence {
+            bind(&channel, queue, &presence, key).await?;
+        }
+        // Manual acks (`serve`), at most `prefetch` unacked at a time. An
+        // exclusive consumer: a consumer of the previous connection that
+        // RabbitMQ has not yet noticed is gone would take messages out of
+        // order; until it goes, this is refused and retried.
+        channel.basic_qos(config.prefetch, BasicQosOptions::default()).await?;
+        let consume = BasicConsumeOptions { exclusive: true, ..Default::default() };
+        let consumer =
+            channel.basic_consume(queue.into(), "olive".into(), consume, FieldTable::default()).await?;
         let publisher = connection.create_channel().await?;
         publisher.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok((channel, queue, consumer, publisher))
+        Ok((channel, consumer, publisher))
     }
 
     /// Serves one connection until it is lost or olive shuts down.
     async fn serve(&mut self, session: &mut Session) -> Result<Stop, Lost> {
-        let Session { channel, publisher, queue, consumer, events, .. } = session;
+        let Session { channel, publisher, consumer, events, .. } = session;
+        let queue = self.shared.queue.clone();
+        let queue = &queue;
         let exchange = self.shared.config.exchange.clone();
         let presence = presence_exchange(&exchange);
         loop {
@@ -250,9 +326,11 @@ impl Supervisor {
                     }
                     Some(Command::Unbind(p)) => {
                         if self.bound.remove(p.as_str()) {
-                            channel
-                                .queue_unbind(queue.as_str().into(), exchange.as_str().into(), p.as_str().into(), FieldTable::default())
-                                .await?;
+                            // Stale until done: a failure leaves the
+                            // binding to the next connection to remove.
+                            self.stale.insert(p.as_str().to_owned());
+                            unbind(channel, queue, &exchange, p.as_str()).await?;
+                            self.stale.remove(p.as_str());
                         }
                     }
                     Some(Command::BindPresence(k)) => {
@@ -262,9 +340,9 @@ impl Supervisor {
                     }
                     Some(Command::UnbindPresence(k)) => {
                         if self.presence.remove(k.as_str()) {
-                            channel
-                                .queue_unbind(queue.as_str().into(), presence.as_str().into(), k.as_str().into(), FieldTable::default())
-                                .await?;
+                            self.stale_presence.insert(k.as_str().to_owned());
+                            unbind(channel, queue, &presence, k.as_str()).await?;
+                            self.stale_presence.remove(k.as_str());
                         }
                     }
                     Some(Command::Announce(k, body)) => {
@@ -273,21 +351,17 @@ impl Supervisor {
                             .await?;
                     }
                 },
-                delivery = consumer.next() => match delivery {
-                    Some(Ok(d)) if d.exchange.as_str() == presence => {
-                        if let Ok(key) = Key::parse(d.routing_key.as_str()) {
-                            let _ = self.announced.send((key, d.data.into()));
+                delivery = consumer.next() => {
+                    let mut last = self.pass_on(delivery, &presence)?;
+                    // What has already arrived goes in the same ack.
+                    for _ in 1..self.shared.config.prefetch {
+                        match consumer.next().now_or_never() {
+                            Some(delivery) => last = self.pass_on(delivery, &presence)?,
+                            None => break,
                         }
                     }
-                    Some(Ok(d)) => {
-                        if let Some(m) = message(d.routing_key.as_str(), &d.properties, d.data) {
-                            // Fails only when the hub has stopped, during shutdown.
-                            let _ = self.deliveries.send(m);
-                        }
-                    }
-                    Some(Err(e)) => return Err(e.into()),
-                    None => return Err(Lost::Ended("the consumer was cancelled")),
-                },
+                    channel.basic_ack(last, BasicAckOptions { multiple: true }).await?;
+                }
                 event = events.next() => match event {
                     Some(Event::Error(e)) => return Err(e.into()),
                     // RabbitMQ blocks publishers under a memory or disk
@@ -313,6 +387,33 @@ impl Supervisor {
         }
     }
 
+    /// Hands one delivery to the hub (or the presence task), unless it is
+    /// a redelivery of one passed on before; returns its tag, to ack.
+    fn pass_on(
+        &mut self,
+        delivery: Option<Result<Delivery, lapin::Error>>,
+        presence: &str,
+    ) -> Result<u64, Lost> {
+        let d = match delivery {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err(Lost::Ended("the consumer was cancelled")),
+        };
+        if d.exchange.as_str() == presence {
+            if let Ok(key) = Key::parse(d.routing_key.as_str()) {
+                let _ = self.announced.send((key, d.data.into()));
+            }
+        } else if let Some(m) = message(d.routing_key.as_str(), &d.properties, d.data) {
+            if self.recent.first(&m.id) {
+                // Fails only when the hub has stopped, during shutdown.
+                let _ = self.deliveries.send(m);
+            } else {
+                tracing::debug!(id = %m.id, "dropped a redelivery the hub already has");
+            }
+        }
+        Ok(d.delivery_tag)
+    }
+
     /// Sleeps through a backoff, recording bind and unbind commands for
     /// the next connection. `Err` on shutdown.
     async fn wait(&mut self, duration: Duration) -> Result<(), Stop> {
@@ -324,10 +425,24 @@ impl Supervisor {
                 _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
                 command = self.commands.recv() => match command {
                     None => return Err(Stop::Shutdown),
-                    Some(Command::Bind(p)) => { self.bound.insert(p.as_str().to_owned()); }
-                    Some(Command::Unbind(p)) => { self.bound.remove(p.as_str()); }
-                    Some(Command::BindPresence(k)) => { self.presence.insert(k.as_str().to_owned()); }
-                    Some(Command::UnbindPresence(k)) => { self.presence.remove(k.as_str()); }
+                    Some(Command::Bind(p)) => {
+                        self.stale.remove(p.as_str());
+                        self.bound.insert(p.as_str().to_owned());
+                    }
+                    Some(Command::Unbind(p)) => {
+                        if self.bound.remove(p.as_str()) {
+                            self.stale.insert(p.as_str().to_owned());
+                        }
+                    }
+                    Some(Command::BindPresence(k)) => {
+                        self.stale_presence.remove(k.as_str());
+                        self.presence.insert(k.as_str().to_owned());
+                    }
+                    Some(Command::UnbindPresence(k)) => {
+                        if self.presence.remove(k.as_str()) {
+                            self.stale_presence.insert(k.as_str().to_owned());
+                        }
+                    }
                     Some(Command::Announce(..)) => {}
                     // Disconnected: the bindings are applied on reconnect,
                     // and nothing is delivered before that anyway.
@@ -350,8 +465,28 @@ async fn bind(channel: &Channel, queue: &str, exchange: &str, pattern: &str) -> 
         .await
 }
 
+async fn unbind(channel: &Channel, queue: &str, exchange: &str, pattern: &str) -> Result<(), lapin::Error> {
+    channel.queue_unbind(queue.into(), exchange.into(), pattern.into(), FieldTable::default()).await
+}
+
 /// Between half and all of `delay`, so that nodes that lost RabbitMQ
 /// together do not all come back in the same instant.
 fn jittered(delay: Duration) -> Duration {
     delay.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_ids_are_recognised_until_they_fall_out() {
+        let mut recent = Recent::new(3);
+        let ids: Vec<Arc<str>> = ["a", "b", "c", "d"].into_iter().map(Arc::from).collect();
+        assert!(recent.first(&ids[0]) && recent.first(&ids[1]) && recent.first(&ids[2]));
+        assert!(!recent.first(&ids[0]), "a redelivery is dropped");
+        assert!(recent.first(&ids[3]), "and a new id pushes the oldest out");
+        assert!(recent.first(&ids[0]), "a is forgotten");
+        assert_eq!((recent.order.len(), recent.ids.len()), (3, 3));
+    }
 }
