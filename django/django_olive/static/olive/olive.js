@@ -13,6 +13,9 @@
 // may carry HTML; a browser's messages are only ever typing signals.
 
 const BACKOFF_MIN = 250, BACKOFF_MAX = 15000, TYPING_EVERY = 2000, TYPING_SHOWN = 4000;
+// Websockets that never opened on this page this many times in a row:
+// something between us and olive blocks them. (Once they have worked,
+// failures are olive restarting, and we keep trying websockets.)
 const WS_FAILURES_BEFORE_SSE = 3;
 
 export class Live {
@@ -57,7 +60,7 @@ export class Live {
     const ws = new WebSocket(this.base(true) + "/ws");
     this.ws = ws;
     ws.onopen = () => {
-      opened = true;
+      opened = this.wsWorked = true;
       this.attempt = 0;
       this.wsFailures = 0;
       this.setStatus("live");
@@ -73,9 +76,9 @@ export class Live {
       this.ws = null;
       this.clearPresence();
       if (ev.code === 4401) return this.refreshThen(() => this.connect());
-      if (!opened && ++this.wsFailures >= WS_FAILURES_BEFORE_SSE) this.transport = "sse";
+      if (!opened && !this.wsWorked && ++this.wsFailures >= WS_FAILURES_BEFORE_SSE) this.transport = "sse";
       // A refused upgrade (401 for a stale cookie) looks like any failure.
-      if (!opened && this.wsFailures === 1) return this.refreshThen(() => this.retry());
+      if (!opened && this.attempt === 0) return this.refreshThen(() => this.retry());
       this.retry();
     };
   }

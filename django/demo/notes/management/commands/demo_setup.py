@@ -34,6 +34,7 @@ class Command(BaseCommand):
         for username, full, is_mod in USERS:
             user, _ = User.objects.get_or_create(username=username)
             user.first_name, user.last_name = full.split(" ", 1)
+            user.email = f"{username}@example.test"
             user.set_password(PASSWORD)
             user.save()
             if is_mod:
