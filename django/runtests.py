@@ -17,8 +17,15 @@ if __name__ == "__main__":
     from django.conf import settings
     from django.test.utils import get_runner
 
+    os.chdir(HERE)  # "tests" is this directory, not the repository's Rust tests/
     django.setup()
-    runner = get_runner(settings)(verbosity=2)
-    labels = sys.argv[1:] or ["tests"]
-    failures = runner.run_tests(labels)
+
+    class Runner(get_runner(settings)):
+        def build_suite(self, *args, **kwargs):
+            suite = super().build_suite(*args, **kwargs)
+            if suite.countTestCases() == 0:
+                sys.exit("runtests.py: no tests found")
+            return suite
+
+    failures = Runner(verbosity=2).run_tests(sys.argv[1:] or ["tests"])
     sys.exit(1 if failures else 0)

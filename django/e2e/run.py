@@ -58,9 +58,18 @@ RECORDER = """() => {
 HAS_TEXT = """(t) => [...document.querySelectorAll(".olive-comments .olive-text")].some(e => e.textContent.trim() === t)"""
 
 
-def login(browser, stack, username):
+# For a page whose websockets never get through (a proxy that blocks them):
+# every one is pointed at a path olive answers 404.
+NO_WEBSOCKETS = """(() => { const W = window.WebSocket;
+  window.WebSocket = function (url) { return new W(url.replace("/olive/ws", "/olive/blocked")); };
+  Object.assign(window.WebSocket, W); })()"""
+
+
+def login(browser, stack, username, init=None):
     ctx = browser.new_context(ignore_https_errors=True)
     page = ctx.new_page()
+    if init:
+        page.add_init_script(init)
     if username:
         page.goto(f"{stack.url}/accounts/login/?next=/notes/1/")
         page.fill("input[name=username]", username)
@@ -90,6 +99,9 @@ def live(page):
 def scenario(stack, browser, latency_n):
     ann, bob, anon = login(browser, stack, "ann"), login(browser, stack, "bob"), login(browser, stack, None)
     check("both users connect live", live(ann) and live(bob))
+    mod = login(browser, stack, "mod", init=NO_WEBSOCKETS)
+    sse = "() => document.querySelector('section.olive').dataset.state === 'live (sse)'"
+    check("a page whose websockets fail falls back to server-sent events", wait_for(mod, sse, timeout=15000))
 
     both = "() => { const t = document.querySelector('.olive-presence').textContent; return t.includes('Ann Archer') && t.includes('Bob Baker'); }"
     check("presence shows both users, on both pages", wait_for(ann, both) and wait_for(bob, both))
@@ -100,6 +112,7 @@ def scenario(stack, browser, latency_n):
     post(ann, "hello from ann")
     shown = wait_for(bob, HAS_TEXT, "hello from ann", timeout=1000)
     check("a comment ann posts is shown to bob within 1 s, without reloading", shown)
+    check("the SSE page gets it too", wait_for(mod, HAS_TEXT, "hello from ann", timeout=1000))
     check("ann sees her own comment once", wait_for(ann, f"() => document.querySelectorAll('.olive-comments article').length === 1"))
 
     # A rectangle drawn on the image by ann appears on bob's image.
