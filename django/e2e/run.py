@@ -135,6 +135,21 @@ def scenario(stack, browser, latency_n):
     anon.reload()
     check("... though the comments are there on reload", anon.evaluate(HAS_TEXT, "hello from ann"))
 
+    # Bob's token runs out mid-session: olive closes with 4401, olive.js
+    # fetches a fresh cookie and reconnects, and bob stays live.
+    leeway, ttl = 10, 300  # olive's auth.leeway, OLIVE_TOKEN_TTL
+    stale = stack.manage("shell", "-v0", "-c", MINT.format(age=ttl + leeway - 3)).strip()
+    bob.context.add_cookies([{"name": "olive_token", "value": stale, "domain": "localhost", "path": "/", "httpOnly": True, "secure": True, "sameSite": "Lax"}])
+    bob.evaluate("() => document.querySelector('section.olive').olive.ws.close()")
+    check("bob reconnected with the token that is about to expire", wait_for(bob, "() => document.querySelector('section.olive').dataset.closeCode === '1005'") and live(bob))
+    expired = "() => document.querySelector('section.olive').dataset.closeCode === '4401'"
+    check("olive ends bob's session with 4401 when the token expires", wait_for(bob, expired, timeout=6000))
+    check("bob's page refreshes its token and is live again", live(bob))
+    cookie = next(c["value"] for c in bob.context.cookies() if c["name"] == "olive_token")
+    check("... with a new cookie", cookie != stale)
+    post(ann, "after the refresh")
+    check("bob gets comments after the refresh", wait_for(bob, HAS_TEXT, "after the refresh", timeout=1000))
+
     # olive restarts; meanwhile two comments are posted (through the
     # comments framework, as the persister does). Bob's page reconnects
     # and shows them: olive's history is gone, so it asks Django.
@@ -146,7 +161,7 @@ def scenario(stack, browser, latency_n):
     ok = wait_for(bob, HAS_TEXT, "meanwhile 1", timeout=20000) and wait_for(bob, HAS_TEXT, "meanwhile 2", timeout=1000)
     check("after olive restarted bob's page shows the comments posted meanwhile", ok)
     check("bob is live again", live(bob) and live(ann))
-    check("no comment is shown twice", bob.evaluate("() => { const ids = [...document.querySelectorAll('.olive-comments article')].map(a => a.id); return ids.length === new Set(ids).size && ids.length === 4; }"))
+    check("no comment is shown twice", bob.evaluate("() => { const ids = [...document.querySelectorAll('.olive-comments article')].map(a => a.id); return ids.length === new Set(ids).size && ids.length === 5; }"))
 
     # Latency: post → shown in the other browser.
     samples = []
@@ -159,6 +174,14 @@ def scenario(stack, browser, latency_n):
         samples.append(bob.evaluate("(t) => window.__seen[t]", text) - ann.evaluate("() => window.__postAt"))
     return samples
 
+
+MINT = """
+import time
+from django.contrib.auth import get_user_model
+from django_olive import tokens
+from notes.models import Note
+print(tokens.mint(get_user_model().objects.get(username="bob"), [Note.objects.get(pk=1)], now=time.time() - {age}))
+"""
 
 MEANWHILE = """
 from django.contrib.auth import get_user_model

@@ -75,6 +75,8 @@ export class Live {
       if (this.ws !== ws) return;
       this.ws = null;
       this.clearPresence();
+      this.el.dataset.closeCode = ev.code;  // why the page reconnected, for people and tests
+      this.setStatus("reconnecting");
       if (ev.code === 4401) return this.refreshThen(() => this.connect());
       if (!opened && !this.wsWorked && ++this.wsFailures >= WS_FAILURES_BEFORE_SSE) this.transport = "sse";
       // A refused upgrade (401 for a stale cookie) looks like any failure.
