@@ -6,7 +6,9 @@ what arrived meanwhile."""
 
 import json
 import logging
+import os
 import random
+import socket
 import time
 
 import pika
@@ -28,12 +30,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--url", default=None, help="AMQP URL (default OLIVE_AMQP_URL)")
+        parser.add_argument("--queue", default=None, help="durable queue (default OLIVE_PERSIST_QUEUE)")
         parser.add_argument(
             "--idle-exit", type=float, default=None, help="exit after this many seconds without a message (tests)"
         )
 
-    def handle(self, *args, url=None, idle_exit=None, **options):
+    def handle(self, *args, url=None, queue=None, idle_exit=None, **options):
         url = url or conf.get("OLIVE_AMQP_URL")
+        self.queue = queue or conf.get("OLIVE_PERSIST_QUEUE")
         delay = 0.5
         while True:
             try:
@@ -50,10 +54,13 @@ class Command(BaseCommand):
     def consume(self, url, idle_exit):
         """Consumes until the connection fails (raises) or, with
         `idle_exit`, until idle that long (returns True)."""
-        connection = pika.BlockingConnection(pika.URLParameters(url))
+        params = pika.URLParameters(url)
+        # Named, so that operators see it in `rabbitmqctl list_connections`.
+        params.client_properties = {"connection_name": f"olive_persist {socket.gethostname()} {os.getpid()}"}
+        connection = pika.BlockingConnection(params)
         try:
             channel = connection.channel()
-            exchange, queue = conf.get("OLIVE_EXCHANGE"), conf.get("OLIVE_PERSIST_QUEUE")
+            exchange, queue = conf.get("OLIVE_EXCHANGE"), self.queue
             channel.exchange_declare(exchange, exchange_type="topic", durable=True)
             channel.queue_declare(queue, durable=True)
             channel.queue_bind(queue, exchange, routing_key=conf.get("OLIVE_KEY_PREFIX") + ".#")
