@@ -8,6 +8,7 @@ comments. A subscriber of `K` or of `PREFIX.app.model.*` never sees them.
 import re
 
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 
 from . import conf
 
@@ -44,7 +45,9 @@ def object_for_key(key):
     try:
         ct = ContentType.objects.get_by_natural_key(app_label, model)
         return ct.get_object_for_this_type(pk=pk)
-    except Exception:  # no such type, no such object, pk of the wrong type
+    except (ObjectDoesNotExist, ValidationError, ValueError, TypeError, AttributeError):
+        # No such type or object, a pk of the wrong type, or a type whose
+        # model is gone (model_class() is None).
         return None
 
 

@@ -86,7 +86,9 @@ def comment_list(request):
 def posted(request):
     """Where the comment form's `next` points: the new comment, rendered,
     for the author's page to show at once."""
-    comment = get_object_or_404(django_comments.get_model(), pk=request.GET.get("c"))
-    if not comment.is_public and comment.user_id != request.user.pk and not grants.is_moderator(request.user):
+    pk = request.GET.get("c", "")
+    comment = get_object_or_404(django_comments.get_model(), pk=pk if pk.isdigit() else None, is_removed=False)
+    own = comment.user_id is not None and comment.user_id == request.user.pk
+    if not (comment.is_public or own or grants.is_moderator(request.user)):
         raise Http404("no such comment")
     return JsonResponse({"comment": comment.pk, "html": comments.render(comment)})

@@ -87,3 +87,11 @@ class RenderTests(TestCase):
         self.client.force_login(make_user("bob"))
         self.assertEqual(self.client.get("/_olive/posted/", {"c": self.pending.pk}).status_code, 404)
         self.assertEqual(self.client.get("/_olive/posted/", {"c": self.public.pk}).status_code, 200)
+        self.assertEqual(self.client.get("/_olive/posted/", {"c": self.removed.pk}).status_code, 404)
+        self.assertEqual(self.client.get("/_olive/posted/", {"c": "x"}).status_code, 404)
+        # An anonymous author's pending comment is not every anonymous visitor's.
+        anonymous = django_comments.get_model().objects.create(
+            content_object=self.note, site_id=1, user_name="guest", comment="anon pending", is_public=False
+        )
+        self.client.logout()
+        self.assertEqual(self.client.get("/_olive/posted/", {"c": anonymous.pk}).status_code, 404)
