@@ -1,8 +1,9 @@
 //! django-olive, the Django side (`django/`): its Django tests
 //! (`django/runtests.py`, RabbitMQ-backed where they are about AMQP) and
 //! the browser end-to-end test (`django/e2e/run.py`: Debian's Chromium
-//! through this build of olive over HTTPS with RabbitMQ, in front of the
-//! demo site under gunicorn).
+//! through this build of olive over HTTPS, in front of the demo site under
+//! gunicorn; with RabbitMQ, and again with the embedded broker, where
+//! Django publishes with olive's HTTP API).
 //!
 //! Python comes from `OLIVE_TEST_PYTHON`, else `.venv/bin/python` (made by
 //! `scripts/test`). Without it, or without `/usr/bin/chromium` for the
@@ -67,13 +68,25 @@ fn django_tests() {
     run(&python, &["django/runtests.py"]);
 }
 
-#[test]
-fn browser_end_to_end() {
+/// The browser test against this build of olive with `broker`, measuring
+/// post → shown over `latency` comments.
+fn browser_end_to_end(broker: &str, latency: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(python) = python() else { return };
     if !Path::new(CHROMIUM).exists() {
         skip_or_fail(format!("no {CHROMIUM} (apt-get install chromium)"));
         return;
     }
-    run(&python, &["django/e2e/run.py", "--olive", env!("CARGO_BIN_EXE_olive"), "--latency", "100"]);
+    let olive = env!("CARGO_BIN_EXE_olive");
+    run(&python, &["django/e2e/run.py", "--olive", olive, "--broker", broker, "--latency", latency]);
+}
+
+#[test]
+fn browser_end_to_end_with_rabbitmq() {
+    browser_end_to_end("amqp", "100");
+}
+
+#[test]
+fn browser_end_to_end_with_the_embedded_broker() {
+    browser_end_to_end("memory", "20");
 }

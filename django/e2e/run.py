@@ -1,15 +1,17 @@
 #!/usr/bin/env python
 """The browser end-to-end test: real headless Chromium (Debian's, driven by
-Playwright) through a real olive over HTTPS with RabbitMQ, in front of the
-demo site under gunicorn.
+Playwright) through a real olive over HTTPS, with RabbitMQ (Django
+publishes over AMQP) or the embedded broker (Django publishes with olive's
+HTTP API), in front of the demo site under gunicorn.
 
-    python django/e2e/run.py --olive target/debug/olive [--latency 100]
+    python django/e2e/run.py --olive target/debug/olive [--broker amqp|memory] [--latency 100]
 
 Two users on the same note in two browser contexts: one posts, the other
 sees it within a second without reloading; presence shows both; a
 rectangle drawn by one appears on the other's image; olive restarted, the
 other shows the comments posted meanwhile; a visitor without grants sees
-no live updates. Then the post → shown latency over --latency comments
+no live updates; a page whose websockets fail uses server-sent events; a
+token that expires mid-session is refreshed. Then the post → shown latency over --latency comments
 (p50, p99). Ends with "N passed, N failed"; exit 1 on any failure."""
 
 import argparse
@@ -199,13 +201,15 @@ def percentile(values, p):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--olive", default=os.environ.get("OLIVE_BIN", "target/debug/olive"))
+    parser.add_argument("--broker", choices=["amqp", "memory"], default="amqp",
+                        help="olive's broker: RabbitMQ, or the embedded one (Django then publishes over HTTP)")
     parser.add_argument("--latency", type=int, default=100, help="comments to measure post → shown over")
     parser.add_argument("--report", help="write the latency figures here as JSON")
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
 
-    stack = Stack(args.olive)
+    stack = Stack(args.olive, args.broker)
     samples = []
     try:
         stack.start()
@@ -226,7 +230,7 @@ def main():
     if samples:
         figures = {"comments": len(samples), "p50_ms": statistics.median(samples),
                    "p99_ms": percentile(samples, 99), "max_ms": max(samples)}
-        print(f"latency post -> shown in the other browser over {len(samples)} comments: "
+        print(f"latency post -> shown in the other browser ({args.broker} broker) over {len(samples)} comments: "
               f"p50 {figures['p50_ms']:.0f} ms, p99 {figures['p99_ms']:.0f} ms, max {figures['max_ms']:.0f} ms")
         if args.report:
             Path(args.report).write_text(json.dumps(figures))

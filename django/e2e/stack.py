@@ -1,5 +1,5 @@
 """The stack the browser test runs against: the demo site under gunicorn
-and olive (HTTPS, RabbitMQ broker) on free loopback ports, in a temporary
+and olive (HTTPS; RabbitMQ or the embedded broker) on free loopback ports, in a temporary
 directory, each with its own exchange so that concurrent tests cannot
 cross. Everything real; stopped by `close()`."""
 
@@ -82,13 +82,7 @@ live.recovery_url = "http://127.0.0.1:{django}/_olive/recover/"
 path = "/"
 proxy.upstream = "django"
 
-[live]
-broker = "amqp"
-
-[live.amqp]
-url_env = "OLIVE_AMQP_URL"
-exchange = "{exchange}"
-queue_prefix = "{exchange}.node"
+{broker}
 
 [[auth.key]]
 kid = "demo"
@@ -97,8 +91,22 @@ secret_env = "OLIVE_TOKEN_SECRET"
 """
 
 
+AMQP_BROKER = """
+[live]
+broker = "amqp"
+
+[live.amqp]
+url_env = "OLIVE_AMQP_URL"
+exchange = "{exchange}"
+queue_prefix = "{exchange}.node"
+"""
+
+
 class Stack:
-    def __init__(self, olive_bin):
+    """`broker`: "amqp" (RabbitMQ; Django publishes over AMQP) or "memory"
+    (olive's embedded broker; Django publishes with olive's HTTP API)."""
+
+    def __init__(self, olive_bin, broker="amqp"):
         self.olive_bin = olive_bin
         self.dir = Path(tempfile.mkdtemp(prefix="olive-e2e-"))
         self.ports = {"django": free_port(), "https": free_port(), "admin": free_port()}
@@ -107,13 +115,16 @@ class Stack:
             os.environ,
             OLIVE_DEMO_DATA=str(self.dir),
             OLIVE_TOKEN_SECRET=secrets.token_hex(32),
-            OLIVE_PUBLISHER="amqp",
+            OLIVE_PUBLISHER=broker if broker == "amqp" else "http",
+            OLIVE_PUBLISH_URL=f"http://127.0.0.1:{self.ports['admin']}/olive/publish",
             OLIVE_AMQP_URL=AMQP_URL,
             OLIVE_EXCHANGE=self.exchange,
         )
+        self.broker = broker
         self.url = f"https://localhost:{self.ports['https']}"
         self.procs = {}
-        config = OLIVE_CONFIG.format(data=self.dir, exchange=self.exchange, **self.ports)
+        amqp = AMQP_BROKER.format(exchange=self.exchange) if broker == "amqp" else ""
+        config = OLIVE_CONFIG.format(data=self.dir, broker=amqp, **self.ports)
         (self.dir / "olive.toml").write_text(config)
 
     def manage(self, *args):
@@ -156,6 +167,8 @@ class Stack:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if self.broker != "amqp":
+            return
         try:
             import pika
 
