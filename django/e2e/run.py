@@ -117,6 +117,16 @@ def scenario(stack, browser, latency_n):
     check("the SSE page gets it too", wait_for(mod, HAS_TEXT, "hello from ann", timeout=1000))
     check("ann sees her own comment once", wait_for(ann, f"() => document.querySelectorAll('.olive-comments article').length === 1"))
 
+    # Preview and refusals are shown in place, under the form.
+    ann.fill(".olive-form textarea", "just a preview")
+    ann.click(".olive-preview-button")
+    check("a preview is shown in place", wait_for(ann, "() => (document.querySelector('.olive-preview blockquote') || {}).textContent?.includes('just a preview')"))
+    ann.evaluate("() => { document.querySelector('input[name=honeypot]').value = 'spam'; }")
+    ann.click(".olive-post")
+    check("a refused post says so in place", wait_for(ann, "() => document.querySelector('.olive-preview').textContent.includes('not posted')"))
+    ann.evaluate("() => { document.querySelector('input[name=honeypot]').value = ''; }")
+    check("... and nothing went out", not wait_for(bob, HAS_TEXT, "just a preview", timeout=500))
+
     # A rectangle drawn on the image by ann appears on bob's image.
     ann.locator(".olive-image img").scroll_into_view_if_needed()
     box = ann.locator(".olive-image img").bounding_box()
@@ -165,6 +175,8 @@ def scenario(stack, browser, latency_n):
     check("bob is live again", live(bob) and live(ann))
     check("no comment is shown twice", bob.evaluate("() => { const ids = [...document.querySelectorAll('.olive-comments article')].map(a => a.id); return ids.length === new Set(ids).size && ids.length === 5; }"))
 
+    moderation(stack, ann, bob, mod)
+
     # Latency: post → shown in the other browser.
     samples = []
     for i in range(latency_n):
@@ -175,6 +187,31 @@ def scenario(stack, browser, latency_n):
             break
         samples.append(bob.evaluate("(t) => window.__seen[t]", text) - ann.evaluate("() => window.__postAt"))
     return samples
+
+
+def moderation(stack, ann, bob, mod):
+    """On a moderated note a new comment reaches only its author and the
+    moderator, live; once approved, everyone."""
+    pages = []
+    for ctx_page in (ann, bob, mod):
+        page = ctx_page.context.new_page()
+        page.goto(f"{stack.url}/notes/2/")
+        page.evaluate(RECORDER)
+        pages.append(page)
+    ann2, bob2, mod2 = pages
+    check("the moderated note's pages connect", live(ann2) and live(bob2)
+          and wait_for(mod2, "() => document.querySelector('section.olive').dataset.state.startsWith('live')", timeout=15000))
+    post(ann2, "please approve")
+    check("the moderator sees the comment awaiting moderation", wait_for(mod2, HAS_TEXT, "please approve", timeout=1000))
+    check("... marked as pending", mod2.evaluate("() => !!document.querySelector('.olive-comments .olive-pending')"))
+    check("others do not", not wait_for(bob2, HAS_TEXT, "please approve", timeout=500))
+    pk = mod2.evaluate("() => document.querySelector('.olive-comments .olive-pending').dataset.comment")
+    csrf = mod2.evaluate("() => document.querySelector('input[name=csrfmiddlewaretoken]').value")
+    mod2.evaluate("""([pk, csrf]) => fetch(`/comments/approve/${pk}/`, {method: "POST", credentials: "same-origin",
+                        headers: {"X-CSRFToken": csrf}})""", [pk, csrf])
+    check("once approved, everyone sees it", wait_for(bob2, HAS_TEXT, "please approve", timeout=2000))
+    for page in pages:
+        page.close()
 
 
 MINT = """
