@@ -244,6 +244,8 @@ export class Live {
 
   async submit(preview) {
     const body = new FormData(this.form);
+    const textarea = this.form.querySelector("textarea");
+    const sent = { text: textarea.value, rect: this.rect };
     if (preview) body.set("preview", "1");
     this.preview.replaceChildren();
     let resp;
@@ -256,8 +258,9 @@ export class Live {
     if (resp.ok && resp.redirected && !preview) {
       const posted = await resp.json();
       this.insertHtml(posted.html, posted.comment);
-      this.form.querySelector("textarea").value = "";
-      this.setRect(null);
+      // Only what was sent: the user may have started the next comment.
+      if (textarea.value === sent.text) textarea.value = "";
+      if (this.rect === sent.rect) this.setRect(null);
       return;
     }
     // The comments framework's preview page: its heading, the previewed
