@@ -307,7 +307,7 @@ pub struct Route {
 pub struct LiveRoute {
     /// Asked `GET {recovery_url}?key=K&since=ID` when the history cannot
     /// cover a reconnect gap (the Django package serves it). An absolute
-    /// `http://` URL, e.g. `http://127.0.0.1:8000/olive/recover/`.
+    /// `http://` URL, e.g. `http://127.0.0.1:8000/_olive/recover/`.
     pub recovery_url: Option<String>,
 }
 

@@ -79,6 +79,32 @@ pub fn strip_underscored(headers: &mut HeaderMap) {
     }
 }
 
+/// Joins several `Cookie` fields into one, with `; ` between them.
+///
+/// HTTP/2 clients may split the cookie header into one field per cookie
+/// for better compression, and browsers do (RFC 9113 §8.2.3); before the
+/// request goes to an HTTP/1.1 upstream the fields must be concatenated
+/// with `"; "`. Sent as separate lines, WSGI servers join them with `,`
+/// (PEP 3333) and Django then reads one mangled cookie: a logged-in user
+/// arrives as anonymous.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut fields = headers.get_all(header::COOKIE).iter();
+    if fields.next().is_none() || fields.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for value in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    // Joining valid field values with "; " yields a valid value.
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
 /// Who the client is, as olive decided it.
 #[derive(Debug, Clone, Copy)]
 pub struct Forwarding<'a> {
@@ -227,6 +253,25 @@ mod tests {
 
     /// RFC 3875 §4.1.18: `X_Forwarded_Proto` and `X-Forwarded-Proto` are
     /// one meta-variable to a WSGI server.
+    /// RFC 9113 §8.2.3.
+    #[test]
+    fn cookie_fields_are_joined() {
+        for (input, joined) in [
+            (&[][..], None),
+            (&[("cookie", "a=b")][..], Some("a=b")),
+            (&[("cookie", "a=b"), ("cookie", "c=d")][..], Some("a=b; c=d")),
+            (
+                &[("cookie", "a=b; c=d"), ("accept", "*/*"), ("cookie", "e=f"), ("cookie", "g=h")][..],
+                Some("a=b; c=d; e=f; g=h"),
+            ),
+        ] {
+            let mut h = map(input);
+            join_cookies(&mut h);
+            let all: Vec<&str> = h.get_all(header::COOKIE).iter().map(|v| v.to_str().unwrap()).collect();
+            assert_eq!(all, joined.into_iter().collect::<Vec<_>>(), "{input:?}");
+        }
+    }
+
     #[test]
     fn underscored_names_are_dropped() {
         let mut h = map(&[("x_forwarded_proto", "https"), ("x-ok", "1"), ("a_b", "2")]);

@@ -79,6 +79,7 @@ pub struct UpstreamAddrUsed(pub std::sync::Arc<str>);
 pub(crate) fn upstream_head(parts: &mut http::request::Parts, client: &ClientInfo, keep_upgrade: bool) {
     headers::strip_hop_by_hop(&mut parts.headers, keep_upgrade);
     headers::strip_underscored(&mut parts.headers);
+    headers::join_cookies(&mut parts.headers);
     // olive answered the expectation itself (hyper sends `100 Continue`
     // when the body is first read) and forwards a body it already holds:
     // an upstream's own interim 100 would only be noise (RFC 9110 §10.1.1).
