@@ -8,6 +8,7 @@
 //! ```
 #![allow(dead_code)] // each test binary uses a different part of the kit
 
+pub mod h2raw;
 pub mod live;
 pub mod process;
 pub mod rabbit_node;
