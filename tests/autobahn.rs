@@ -1,11 +1,15 @@
 //! Websocket conformance: the Autobahn test cases, sections 1 to 10
 //! (framing, pings and pongs, reserved bits, opcodes, fragmentation, UTF-8,
 //! closing, limits and performance), run by `kosoku` (PyPI) in its
-//! `fuzzingclient` mode against a websocket tunnel through a real olive
-//! to a real websocket echo upstream (`common::WsEcho`). Every frame the
-//! suite sends crosses olive's HTTP/1.1 upgrade and byte copy both ways,
-//! so a tunnel that split, merged, reordered, truncated or held back bytes,
-//! or closed at the wrong moment, fails cases here.
+//! `fuzzingclient` mode against a real olive twice:
+//!
+//! - a websocket tunnel to a real websocket echo upstream
+//!   (`common::WsEcho`): every frame crosses olive's HTTP/1.1 upgrade and
+//!   byte copy both ways, so a tunnel that split, merged, reordered,
+//!   truncated or held back bytes, or closed at the wrong moment, fails;
+//! - olive's own websocket layer on a live route, in the diagnostic echo
+//!   mode `live.diagnostic_echo` (olive's upgrade, its tungstenite
+//!   settings, its read buffer).
 //!
 //! A case passes when its verdict is `OK`, `INFORMATIONAL` (the RFC leaves
 //! the behaviour open), or `NON-STRICT` and listed in [`NON_STRICT`] with
@@ -27,12 +31,12 @@ use serde_json::Value;
 const NON_STRICT: &[(&str, &str)] = &[
     // RFC 6455 §8.1 says an endpoint SHOULD fail a text message at its
     // first invalid UTF-8 byte. These cases send a frame whose payload
-    // turns invalid part-way, in small chunks; the echo upstream
-    // (tungstenite) checks UTF-8 once the frame is complete, so it fails
-    // the connection (1007, as required) only then. The tunnel copies
-    // bytes and does not read frames, so this is the upstream's verdict.
-    ("6.4.3", "UTF-8 checked per frame by the upstream, not per chunk"),
-    ("6.4.4", "UTF-8 checked per frame by the upstream, not per chunk"),
+    // turns invalid part-way, in small chunks; tungstenite (olive's
+    // websocket library, and the echo upstream's) checks UTF-8 once the
+    // frame is complete, so it fails the connection (1007, as required)
+    // only then.
+    ("6.4.3", "tungstenite checks UTF-8 per frame, not per chunk"),
+    ("6.4.4", "tungstenite checks UTF-8 per frame, not per chunk"),
 ];
 
 /// The whole run must finish within this (it takes ~8 s).
@@ -140,4 +144,20 @@ tunnel.upstream = "channels"
     assert_conformant(&verdicts);
     // The suite went through olive, not around it.
     assert!(upstream.requests().len() > 250);
+}
+
+/// olive's own websocket layer (the live route's upgrade, tokio-tungstenite
+/// with olive's settings) in its diagnostic echo mode
+/// (`live.diagnostic_echo`), which answers each data message instead of
+/// speaking olive's protocol. `max_frame_bytes` is raised so that the
+/// performance cases' 16 MiB messages fit (olive allows messages of 4 ×
+/// `max_frame_bytes`); connection attempts are not rate limited here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_websocket_layer_passes_autobahn_sections_1_to_10() {
+    let Some(exe) = kosoku() else { return };
+    let toml = common::live::config("diagnostic_echo = true\nmax_frame_bytes = 4194304", "");
+    let olive = Olive::start(&format!("{toml}\n[rate_limits]\nconnects_per_ip = 0\n")).await;
+    let url = format!("ws://{}/olive/ws", olive.addr("http"));
+    let verdicts = run_cases(&exe, &url).await;
+    assert_conformant(&verdicts);
 }

@@ -428,6 +428,10 @@ pub struct Live {
     pub presence_count_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub reconnect_spread: Duration,
+    /// Diagnostic, never for a site: websocket sessions echo every data
+    /// message instead of speaking olive's protocol, so that conformance
+    /// suites (Autobahn, docs/HARDENING.md) can drive olive's websocket layer.
+    pub diagnostic_echo: bool,
 }
 
 impl Default for Live {
@@ -454,6 +458,7 @@ impl Default for Live {
             presence_max_members: DEFAULT_PRESENCE_MAX_MEMBERS,
             presence_count_interval: DEFAULT_PRESENCE_COUNT_INTERVAL,
             reconnect_spread: DEFAULT_RECONNECT_SPREAD,
+            diagnostic_echo: false,
         }
     }
 }
