@@ -51,9 +51,6 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// so 256 leaves room for a large office behind one NAT address while one
 /// client cannot take all of `max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
-/// Concurrent HTTP/2 streams per client connection (RFC 9113 suggests at
-/// least 100).
-pub const DEFAULT_H2_MAX_STREAMS: u32 = 100;
 
 /// Upstream TCP (or unix) connect timeout. Loopback connects take
 /// microseconds; a second means the upstream is not there.
@@ -131,6 +128,13 @@ pub struct Limits {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub h2_max_concurrent_streams: u32,
+    pub h2_max_pending_accept_reset_streams: usize,
+    pub h2_max_local_error_reset_streams: usize,
+    pub h2_max_send_buf_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub h2_keep_alive_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub h2_keep_alive_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -148,6 +152,11 @@ impl Default for Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             h2_max_concurrent_streams: DEFAULT_H2_MAX_STREAMS,
+            h2_max_pending_accept_reset_streams: DEFAULT_H2_MAX_PENDING_RESETS,
+            h2_max_local_error_reset_streams: DEFAULT_H2_MAX_ERROR_RESETS,
+            h2_max_send_buf_bytes: DEFAULT_H2_MAX_SEND_BUF_BYTES,
+            h2_keep_alive_interval: DEFAULT_H2_KEEP_ALIVE_INTERVAL,
+            h2_keep_alive_timeout: DEFAULT_H2_KEEP_ALIVE_TIMEOUT,
         }
     }
 }
@@ -419,6 +428,10 @@ pub struct Live {
     pub presence_count_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub reconnect_spread: Duration,
+    /// Diagnostic, never for a site: websocket sessions echo every data
+    /// message instead of speaking olive's protocol, so that conformance
+    /// suites (Autobahn, docs/HARDENING.md) can drive olive's websocket layer.
+    pub diagnostic_echo: bool,
 }
 
 impl Default for Live {
@@ -445,6 +458,7 @@ impl Default for Live {
             presence_max_members: DEFAULT_PRESENCE_MAX_MEMBERS,
             presence_count_interval: DEFAULT_PRESENCE_COUNT_INTERVAL,
             reconnect_spread: DEFAULT_RECONNECT_SPREAD,
+            diagnostic_echo: false,
         }
     }
 }
@@ -583,8 +597,10 @@ pub struct StaticRoute {
 }
 
 mod auth;
+mod h2;
 mod rate;
 mod server;
 pub use auth::*;
+pub use h2::*;
 pub use rate::*;
 pub use server::*;

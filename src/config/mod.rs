@@ -10,6 +10,7 @@
 mod amqp;
 mod auth;
 pub mod file;
+mod limits;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -375,34 +376,6 @@ impl Validator<'_> {
             trusted_proxies: trusted,
             workers: s.workers,
             reuse_port: s.reuse_port,
-        }
-    }
-
-    fn limits(&mut self, l: &Limits) {
-        if l.body_buffer_bytes > l.max_body_bytes {
-            self.error("limits.body_buffer_bytes", "must not exceed limits.max_body_bytes");
-        }
-        // hyper's HTTP/1 parser needs room for its read buffer; 8 KiB is its floor.
-        if l.max_header_bytes < 8192 {
-            self.error("limits.max_header_bytes", "hyper needs at least 8192");
-        }
-        for (field, value) in [
-            ("limits.header_read_timeout", l.header_read_timeout),
-            ("limits.body_read_timeout", l.body_read_timeout),
-            ("limits.send_timeout", l.send_timeout),
-        ] {
-            if value.is_zero() {
-                self.error(field, "must be greater than 0");
-            }
-        }
-        for (field, value) in [
-            ("limits.max_headers", l.max_headers),
-            ("limits.max_connections", l.max_connections),
-            ("limits.max_connections_per_ip", l.max_connections_per_ip),
-        ] {
-            if value == 0 {
-                self.error(field, "must be greater than 0");
-            }
         }
     }
 

@@ -434,3 +434,23 @@ tracked_clients = 0
         ]
     );
 }
+
+#[test]
+fn zero_h2_limits_are_errors() {
+    let limits = "[limits]\nh2_max_concurrent_streams = 0\nh2_max_pending_accept_reset_streams = 0\n\
+                  h2_max_local_error_reset_streams = 0\nh2_max_send_buf_bytes = 0\nh2_keep_alive_timeout = \"0s\"\n";
+    let mut got = fields(&format!("{limits}{MINIMAL}"));
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "limits.h2_keep_alive_timeout",
+            "limits.h2_max_concurrent_streams",
+            "limits.h2_max_local_error_reset_streams",
+            "limits.h2_max_pending_accept_reset_streams",
+            "limits.h2_max_send_buf_bytes",
+        ]
+    );
+    // A zero interval turns pings off; it is not an error.
+    assert!(parse(&format!("[limits]\nh2_keep_alive_interval = \"0s\"\n{MINIMAL}")).is_ok());
+}

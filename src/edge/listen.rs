@@ -192,13 +192,24 @@ fn http_builder(app: &App) -> auto::Builder<TokioExecutor> {
         // Request head larger than this: 431.
         .max_buf_size(limits.max_header_bytes)
         .max_headers(limits.max_headers);
+    let keep_alive = Some(limits.h2_keep_alive_interval).filter(|d| !d.is_zero());
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        // Rapid reset (CVE-2023-44487): GOAWAY past this many streams
+        // cancelled before olive took them.
+        .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
+        // Streams reset for the client's errors, GOAWAY past this many.
+        .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
+        .max_send_buf_size(limits.h2_max_send_buf_bytes)
+        .keep_alive_interval(keep_alive)
+        .keep_alive_timeout(limits.h2_keep_alive_timeout)
         // Websockets over HTTP/2 (RFC 8441), on live routes.
         .enable_connect_protocol()
-        .max_header_list_size(limits.max_header_bytes as u32);
+        // Also bounds CONTINUATION frames: h2 refuses a header block past
+        // this many bytes (CONTINUATION floods).
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     builder
 }
 
@@ -332,9 +343,26 @@ impl Serve {
             }
         };
         if let Err(e) = result {
+            if told_to_calm(&*e) {
+                self.app.metrics.rate_limited("h2_enhance_your_calm");
+            }
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
     }
+}
+
+/// Whether olive's h2 ended the connection with `GOAWAY(ENHANCE_YOUR_CALM)`:
+/// one of its abuse limits (resets, stream errors, CONTINUATION frames)
+/// was crossed.
+fn told_to_calm(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.is_library() && h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM);
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Whether a connection has had a request yet, for the drain.

@@ -12,7 +12,7 @@
 
 pub mod handler;
 mod listen;
-mod proxy_protocol;
+pub mod proxy_protocol;
 mod send_timeout;
 pub mod site;
 pub mod strict;

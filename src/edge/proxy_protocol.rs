@@ -44,8 +44,8 @@ pub async fn read<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<Option<Soc
     parse(&buf)
 }
 
-/// The client a complete header names.
-fn parse(header: &[u8]) -> io::Result<Option<SocketAddr>> {
+/// The client a complete header names (public for `fuzz/`).
+pub fn parse(header: &[u8]) -> io::Result<Option<SocketAddr>> {
     match HeaderResult::parse(header) {
         HeaderResult::V1(Ok(h)) => Ok(match h.addresses {
             v1::Addresses::Tcp4(a) => Some(SocketAddr::from((a.source_address, a.source_port))),

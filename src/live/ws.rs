@@ -124,6 +124,9 @@ pub fn upgrade(
             .max_message_size(Some(config.max_frame_bytes.saturating_mul(4)))
             .max_frame_size(Some(config.max_frame_bytes.saturating_mul(4)));
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
+        if config.diagnostic_echo {
+            return echo(ws).await;
+        }
         session(ws, hub, config, shutdown, recovery, who).await;
     };
     upgrade.spawn(task);
@@ -150,6 +153,32 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut resp = Response::new(body::full(text));
     *resp.status_mut() = status;
     resp
+}
+
+/// `live.diagnostic_echo`: every data message back as it came (pings,
+/// pongs and the close handshake are tungstenite's, as in a session), for
+/// conformance suites; no hub, no protocol.
+async fn echo<S>(mut ws: WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match ws.next().await {
+            Some(Ok(msg)) if msg.is_text() || msg.is_binary() => {
+                if ws.send(msg).await.is_err() {
+                    break;
+                }
+            }
+            Some(Ok(_)) => {}
+            // Past the message or frame limit: say so (tungstenite closes
+            // with 1002 or 1007 for protocol and UTF-8 errors itself).
+            Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
+                let _ = ws.send(close(CloseCode::Size, "message too big")).await;
+                break;
+            }
+            Some(Err(_)) | None => break,
+        }
+    }
 }
 
 /// Why the session ended, as a close frame.

@@ -8,6 +8,7 @@
 //! ```
 #![allow(dead_code)] // each test binary uses a different part of the kit
 
+pub mod h2raw;
 pub mod live;
 pub mod process;
 pub mod rabbit_node;
@@ -252,6 +253,13 @@ impl Ca {
         let mut params =
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
         params.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
+        // As a public CA issues them (testssl.sh flags anything else):
+        // 90 days, with a CRL to check revocation with.
+        let now = time::OffsetDateTime::now_utc();
+        (params.not_before, params.not_after) =
+            (now - time::Duration::days(1), now + time::Duration::days(89));
+        params.crl_distribution_points =
+            vec![rcgen::CrlDistributionPoint { uris: vec!["http://ca.example/crl".into()] }];
         let key = rcgen::KeyPair::generate().unwrap();
         let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer).unwrap();

@@ -58,6 +58,7 @@ pub const RATE_LIMITS: &[&str] = &[
     "frames_per_connection",
     "publishes_per_user",
     "subscriptions_per_connection",
+    "h2_enhance_your_calm",
 ];
 
 const OTHER: &str = "other";
