@@ -186,6 +186,8 @@ max_connections_per_ip = $OLIVE_MAX_CONNECTIONS
 [rate_limits]
 # Every subscriber and the publisher come from SOURCE_IPS: per-address
 # rates far above the load, so the checks run but never refuse.
+http_per_ip = 1000000
+http_burst = 1000000
 connects_per_ip = 1000000
 connects_burst = 1000000
 publishes_per_user = 1000000
@@ -313,7 +315,7 @@ scenario() { # TARGET SUBSCRIBERS KEYS
     perf report -i "$RESULTS/perf-$target-${n}x$k.data" --no-children --percent-limit 1.5 --stdio 2> /dev/null |
       grep -v '^$' | head -n 80 > "$RESULTS/perf-$target-${n}x$k.txt" || true
   fi
-  jq -r '"    connected \(.connected)/\(.subscribers), delivered \(.delivered)/\(.expected), \(.deliveries_per_s)/s, p50 \(.p50_ms) ms, p99 \(.p99_ms) ms, max \(.max_ms) ms, RSS/conn \(.rss_per_conn_bytes) B"' "$out" >&2
+  jq -r '"    connected \(.connected)/\(.subscribers), delivered \(.delivered)/\(.expected), \(.deliveries_per_s)/s, p50 \(.p50_ms) ms, p99 \(.p99_ms) ms, max \(.max_ms) ms, RSS/conn \(.rss_per_conn_bytes) B, CPU µs/delivery server \(.server_us_per_delivery) client \(.client_us_per_delivery)"' "$out" >&2
   stop_all
 }
 
@@ -349,13 +351,13 @@ cp "$TMP/pushpin/pushpin.conf" "$RESULTS"/ 2> /dev/null || true
     "$(command -v pushpin > /dev/null && pushpin --version 2> /dev/null | head -n 1 || echo 'pushpin not installed')" \
     "(message_rate $PUSHPIN_MESSAGE_RATE)"
   echo
-  echo "| target | subscribers | keys | connected | failed | published | expected | delivered | lost | deliveries/s | p50 ms | p99 ms | max ms | RSS/conn KiB |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| target | subscribers | keys | connected | failed | published | expected | delivered | lost | deliveries/s | p50 ms | p99 ms | max ms | RSS/conn KiB | CPU µs/delivery server | client |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for n in $SUBSCRIBERS; do
     for k in $KEYS; do
       for target in "${target_list[@]}"; do
-        jq -r 'if .pending then "| \(.label) | \(.subscribers) | \(.keys) | pending | | | | | | | | | | |"
-          else "| \(.label) | \(.subscribers) | \(.keys) | \(.connected) | \(.failed) | \(.published) | \(.expected) | \(.delivered) | \(.lost) | \(.deliveries_per_s) | \(.p50_ms) | \(.p99_ms) | \(.max_ms) | \(if .rss_per_conn_bytes then (.rss_per_conn_bytes / 1024 * 10 | round / 10) else "-" end) |" end' \
+        jq -r 'if .pending then "| \(.label) | \(.subscribers) | \(.keys) | pending | | | | | | | | | | | | |"
+          else "| \(.label) | \(.subscribers) | \(.keys) | \(.connected) | \(.failed) | \(.published) | \(.expected) | \(.delivered) | \(.lost) | \(.deliveries_per_s) | \(.p50_ms) | \(.p99_ms) | \(.max_ms) | \(if .rss_per_conn_bytes then (.rss_per_conn_bytes / 1024 * 10 | round / 10) else "-" end) | \(.server_us_per_delivery // "-") | \(.client_us_per_delivery // "-") |" end' \
           "$RESULTS/$target-${n}x$k.json"
       done
     done
