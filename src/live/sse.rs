@@ -18,7 +18,6 @@
 //! `onmessage` handlers never see it) and ends.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -37,8 +36,8 @@ use super::key::Pattern;
 use super::protocol;
 use super::recover::{self, Target};
 use super::ws::{CLOSE_TOKEN_EXPIRED, Session};
+use crate::auth::Ended;
 use crate::auth::Stats;
-use crate::auth::{Ended, SessionEnd};
 use crate::body::{self, Body};
 use crate::config::Live;
 
@@ -118,9 +117,8 @@ pub async fn serve(
 
     let mut heartbeat = tokio::time::interval_at(Instant::now() + config.sse_heartbeat, config.sse_heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let shutdown = Box::pin(super::leave_after_drain(shutdown, config.reconnect_spread));
-    let ended = who.auth.session_end(&who.identity);
-    let state = Stream { _conn: conn, outbound, heartbeat, shutdown, ended, who, done: false };
+    let outside = super::outside(shutdown, config.reconnect_spread, who.auth.session_end(&who.identity));
+    let state = Stream { _conn: conn, outbound, heartbeat, outside, who, done: false };
     let events =
         futures_util::stream::unfold(state, next_chunk).map(|chunk| Ok::<_, Infallible>(Frame::data(chunk)));
     let mut resp = Response::new(body::boxed(StreamBody::new(events)));
@@ -137,12 +135,10 @@ struct Stream {
     _conn: Connection,
     outbound: Outbound,
     heartbeat: Interval,
-    /// Made once: a fresh `cancelled()` per event would register a waiter
-    /// on the token every connection shares, under its lock, each time.
-    /// On a drain the stream ends at a random moment within
-    /// `live.reconnect_spread`; `EventSource` then reconnects.
-    shutdown: Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-    ended: SessionEnd,
+    /// A drain (the stream ends at a random moment within
+    /// `live.reconnect_spread`; `EventSource` then reconnects) or the
+    /// token running out.
+    outside: super::Outside,
     who: Session,
     /// The last event was sent; the stream ends.
     done: bool,
@@ -153,6 +149,17 @@ async fn next_chunk(mut s: Stream) -> Option<(Bytes, Stream)> {
         return None;
     }
     let chunk = tokio::select! {
+        // The rare ends first (cheap to poll, never starved by a busy
+        // queue), then events, the heartbeat last.
+        biased;
+        why = &mut s.outside => match why {
+            None => return None,
+            Some(why) => {
+                Stats::add(&s.who.auth.stats.sessions_expired);
+                s.done = true;
+                close_event(why)
+            }
+        },
         frame = s.outbound.frames.recv() => {
             let mut buf = BytesMut::new();
             // Closed or kicked (a slow consumer): the stream ends.
@@ -166,12 +173,6 @@ async fn next_chunk(mut s: Stream) -> Option<(Bytes, Stream)> {
             buf.freeze()
         }
         _ = s.heartbeat.tick() => Bytes::from_static(b": ping\n\n"),
-        _ = &mut s.shutdown => return None,
-        why = &mut s.ended => {
-            Stats::add(&s.who.auth.stats.sessions_expired);
-            s.done = true;
-            close_event(why)
-        }
     };
     Some((chunk, s))
 }

@@ -200,7 +200,7 @@ async fn session<S>(
     let (mut conn, Outbound { frames: mut outbound }) = hub.connect(config.outbound_queue);
     conn.set_member(who.identity.member());
     // Token expiry or revocation; anonymous sessions have no timer at all.
-    let mut ended = who.auth.session_end(&who.identity);
+    let ended = who.auth.session_end(&who.identity);
     let auth = who.auth.clone();
     let writer_done = CancellationToken::new();
     // The reader's reason to close, when it has one (abuse: 1008).
@@ -208,20 +208,23 @@ async fn session<S>(
 
     let done = writer_done.clone();
     let ping_interval = config.ping_interval;
-    let spread = config.reconnect_spread;
+    let mut outside = super::outside(shutdown, config.reconnect_spread, ended);
     let writer_task = async move {
         let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
-        // Made once: a fresh `cancelled()` per loop would register and
-        // deregister a waiter on the token every connection shares, under
-        // its lock, for every delivery.
-        let stopping = shutdown.cancelled();
-        tokio::pin!(stopping);
-        // Set when olive drains: this session's random moment to close
-        // within `live.reconnect_spread` (allocated only then, so an idle
-        // session carries no timer).
-        let mut leaving: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let farewell = loop {
             tokio::select! {
+                // In this order: the rare ends first (cheap to poll, and
+                // never starved by a busy queue), then deliveries, the
+                // keepalive last (traffic keeps the connection alive too).
+                biased;
+                Ok(frame) = &mut close_rx => break Some(frame),
+                why = &mut outside => match why {
+                    None => break Some(close(CloseCode::Away, "olive is restarting")),
+                    Some(why) => {
+                        Stats::add(&auth.stats.sessions_expired);
+                        break Some(close(CloseCode::from(CLOSE_TOKEN_EXPIRED), why.reason()));
+                    }
+                },
                 frame = outbound.recv() => {
                     let frame = match frame {
                         Ok(frame) => frame,
@@ -241,25 +244,6 @@ async fn session<S>(
                 }
                 _ = ping.tick() => {
                     if sink.send(WsMessage::Ping(Bytes::new())).await.is_err() { break None }
-                }
-                Ok(frame) = &mut close_rx => break Some(frame),
-                _ = &mut stopping, if leaving.is_none() => {
-                    leaving = Some(Box::pin(tokio::time::sleep(super::reconnect_delay(spread))));
-                }
-                true = async {
-                    match leaving.as_mut() {
-                        Some(sleep) => {
-                            sleep.await;
-                            true
-                        }
-                        None => false,
-                    }
-                } => {
-                    break Some(close(CloseCode::Away, "olive is restarting"))
-                }
-                why = &mut ended => {
-                    Stats::add(&auth.stats.sessions_expired);
-                    break Some(close(CloseCode::from(CLOSE_TOKEN_EXPIRED), why.reason()));
                 }
             }
         };
