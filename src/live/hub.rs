@@ -105,7 +105,9 @@ struct Sub {
 
 #[derive(Default)]
 struct Registry {
-    outlets: HashMap<ConnId, Outlet>,
+    /// Looked up once per delivery and receiver: foldhash, not SipHash
+    /// (connection ids are olive's own counter, not attacker-chosen).
+    outlets: HashMap<ConnId, Outlet, foldhash::fast::FixedState>,
     exact: HashMap<Key, Vec<Sub>>,
     patterns: Vec<(Pattern, Sub)>,
 }
@@ -213,10 +215,15 @@ impl Hub {
             };
             self.stats.arrived(&message.id);
             let seq = self.history().record(&message.key, message.id.clone(), frame.clone(), Instant::now());
-            let frame = Frame::message(message.id.clone(), frame);
-            let delivery = Delivery { key: message.key, id: message.id, seq, frame };
+            // Each shard gets its own copy of the frame: every receiving
+            // connection takes a reference to it and its writer drops one,
+            // and a count shared by the workers would have the cores
+            // trading its cache line back and forth twice per delivery.
             for shard in &self.shards {
-                let _ = shard.inbox.send(delivery.clone());
+                let text = Utf8Bytes::from(frame.as_str().to_owned());
+                let frame = Frame::message(message.id.clone(), text);
+                let delivery = Delivery { key: message.key.clone(), id: message.id.clone(), seq, frame };
+                let _ = shard.inbox.send(delivery);
             }
         }
     }
