@@ -118,11 +118,17 @@ impl Server {
         let abort = CancellationToken::new();
         let workers = Arc::new(Workers::start(self.app.workers)?);
         let hub = &self.app.hub;
-        // On a worker rather than the main runtime: a delivery then reaches
-        // the shards without waking one more thread on its way (the
-        // worker's runtime stops, and the task with it, when `workers` is
-        // dropped below).
-        workers.spawn_on(0, hub.clone().run_deliveries(self.hub_tasks.deliveries));
+        // On the main runtime, not on a worker: every shard then hears of a
+        // delivery from another thread, through its runtime's remote queue,
+        // which a busy worker checks every 31 tasks. A shard on the same
+        // worker as this task was woken at the back of that worker's local
+        // queue instead, behind every connection writer still owed the
+        // previous message: that worker fanned out each message only after
+        // writing the last one, one send() per delivery, while the other
+        // shard caught up by sending several messages per send(). At 10,000
+        // subscribers on one key the first worker used a quarter more CPU
+        // and set the p99 (docs/BENCHMARKS.md).
+        let deliveries = tokio::spawn(hub.clone().run_deliveries(self.hub_tasks.deliveries));
         let presence = tokio::spawn(hub.clone().run_presence());
         let control = tokio::spawn(crate::auth::revoke::run(self.app.auth.clone(), self.hub_tasks.control));
         for inbox in self.hub_tasks.shards {
@@ -180,6 +186,7 @@ impl Server {
         drop(workers);
         self.app.hub.broker().close().await;
         presence.abort();
+        deliveries.abort();
         control.abort();
         Ok(())
     }
