@@ -589,33 +589,32 @@ const TICKS_PER_S: f64 = 100.0;
 /// clock ticks; None if unreadable. From the publish to the end of the
 /// drain, this is what the deliveries cost each side.
 fn cpu_ticks(pids: &[u32]) -> Option<u64> {
-    if pids.is_empty() {
-        return None;
-    }
-    let mut total = 0;
-    for pid in pids {
+    sum_over(pids, |pid| {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // The command name (field 2) may hold spaces; the fields after its
         // closing parenthesis start at field 3 (state), so utime and stime
         // (fields 14 and 15) are the 12th and 13th.
         let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
-        total += fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
-    }
-    Some(total)
+        Some(fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?)
+    })
 }
 
 /// Resident set size of the processes, in KiB (summed); None if unreadable.
 fn rss_kib(pids: &[u32]) -> Option<u64> {
+    sum_over(pids, |pid| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    })
+}
+
+/// `read` summed over the processes; None when there are none or one of
+/// them could not be read.
+fn sum_over(pids: &[u32], read: impl Fn(u32) -> Option<u64>) -> Option<u64> {
     if pids.is_empty() {
         return None;
     }
-    let mut total = 0;
-    for pid in pids {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        total += line.split_whitespace().nth(1)?.parse::<u64>().ok()?;
-    }
-    Some(total)
+    pids.iter().map(|&pid| read(pid)).sum()
 }
 
 /// Log-linear histogram of microseconds: exact below 128, then 64
