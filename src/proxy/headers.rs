@@ -137,8 +137,13 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: Forwarding<'_>) {
         Some(prior) => value(prior + ", " + peer_text),
         None => Some(f.peer_text.clone()),
     };
-    // Built by pushing strings: this runs on every proxied request.
-    let mut fwd = prior_fwd.map(|prior| prior + ", ").unwrap_or_default();
+    // Built by pushing strings into one buffer: this runs on every proxied
+    // request.
+    let mut fwd = String::with_capacity(prior_fwd.as_ref().map_or(0, |p| p.len() + 2) + 32 + f.host.len());
+    if let Some(prior) = prior_fwd {
+        fwd.push_str(&prior);
+        fwd.push_str(", ");
+    }
     fwd.push_str("for=");
     match f.peer {
         IpAddr::V4(_) => fwd.push_str(peer_text),

@@ -84,6 +84,10 @@ pub(crate) fn upstream_head(parts: &mut http::request::Parts, client: &ClientInf
     // when the body is first read) and forwards a body it already holds:
     // an upstream's own interim 100 would only be noise (RFC 9110 §10.1.1).
     parts.headers.remove(header::EXPECT);
+    // Room for the five fields added below, in one step: a map sized by
+    // hyper for the client's few fields would otherwise regrow (and
+    // rehash) once or twice along the way.
+    parts.headers.reserve(5);
     headers::set_forwarding(
         &mut parts.headers,
         headers::Forwarding {
