@@ -71,6 +71,9 @@ async fn scan(dir: &Path, olive: &Olive, name: &str, checks: &[&str]) -> Vec<Val
 
 async fn scan_once(dir: &Path, olive: &Olive, name: &str, checks: &[&str]) -> Vec<Value> {
     let json = dir.join(format!("{name}.json"));
+    // testssl refuses to write over a report (a second scan of the same
+    // name would read the first one's file).
+    let _ = std::fs::remove_file(&json);
     let began = Instant::now();
     let output = tokio::time::timeout(
         BUDGET,
