@@ -28,8 +28,17 @@
 #   CONNECTIONS  wrk -c [64]
 #   THREADS      wrk -t [2]
 #   BODY_BYTES   upstream response body size [13]
+#   CALLGRIND=1  count instructions instead of timing (below)
 #   NO_BUILD=1   skip cargo build (use the binaries already in target/release)
 #   KEEP_TMP=1   keep the temporary directory (configs, logs, certificate)
+#
+# CALLGRIND=1: olive (one worker) and nginx (one process, no master) run
+# under `valgrind --tool=callgrind`; for each target and scheme, after a
+# 3 s warm-up the counters are zeroed, wrk runs DURATION seconds with one
+# thread and 8 connections, and the instructions executed are divided by
+# the requests wrk counted. Instructions do not depend on how busy the
+# machine is, so this compares the proxies' own cost where timings are
+# noisy. Needs valgrind (installed if missing).
 #
 # Everything listens on loopback only. Nothing is pinned to CPUs: on a small
 # machine wrk, the proxy and the upstream share the same cores, so compare
@@ -45,6 +54,20 @@ CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 BODY_BYTES=${BODY_BYTES:-13}
 START_TIMEOUT=${START_TIMEOUT:-15}
+CALLGRIND=${CALLGRIND:-0}
+# Under callgrind: one worker each, a light load, and a slower start.
+launch=()
+nginx_workers="worker_processes auto;"
+olive_workers=""
+if [[ $CALLGRIND == 1 ]]; then
+  TARGETS=${TARGETS/direct/}
+  THREADS=1 CONNECTIONS=8
+  START_TIMEOUT=$((START_TIMEOUT * 6))
+  launch=(valgrind --tool=callgrind --collect-atstart=yes)
+  nginx_workers="worker_processes 1;
+master_process off;"
+  olive_workers="workers = 1"
+fi
 
 UPSTREAM_PORT=18000
 OLIVE_HTTP_PORT=18080
@@ -78,6 +101,7 @@ install_missing() {
   command -v wrk > /dev/null || missing+=(wrk)
   command -v openssl > /dev/null || missing+=(openssl)
   command -v curl > /dev/null || missing+=(curl)
+  [[ $CALLGRIND == 1 ]] && ! command -v valgrind > /dev/null && missing+=(valgrind)
   ((${#missing[@]} == 0)) && return
   apt_install "${missing[@]}"
 }
@@ -129,7 +153,7 @@ if has_target nginx; then
   ((EUID == 0)) && user_line="user root;"
   cat > "$TMP/nginx/nginx.conf" << EOF
 $user_line
-worker_processes auto;
+$nginx_workers
 daemon off;
 pid $TMP/nginx/nginx.pid;
 error_log $TMP/nginx.log warn;
@@ -186,7 +210,8 @@ EOF
   "$NGINX" -t -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" > "$TMP/nginx-t.log" 2>&1 ||
     { cat "$TMP/nginx-t.log" >&2; die "nginx rejected its config"; }
   log "nginx $nginx_version on 127.0.0.1:$NGINX_HTTP_PORT and :$NGINX_HTTPS_PORT (tls)"
-  "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" >> "$TMP/nginx.log" 2>&1 &
+  "${launch[@]}" ${launch:+--callgrind-out-file="$TMP/callgrind-nginx.out"} "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" >> "$TMP/nginx.log" 2>&1 &
+  NGINX_PID=$!
   PIDS+=($!)
   wait_http nginx "$!" "http://127.0.0.1:$NGINX_HTTP_PORT/" 200
   wait_http nginx "${PIDS[-1]}" "https://127.0.0.1:$NGINX_HTTPS_PORT/" 200
@@ -197,6 +222,7 @@ if has_target olive; then
 [server]
 access_log = false
 log_level = "warn"
+$olive_workers
 
 [rate_limits]
 # wrk is one address; nginx runs without limit_req. A rate far above the
@@ -228,7 +254,8 @@ proxy.upstream = "app"
 proxy.compress = false
 EOF
   log "olive on 127.0.0.1:$OLIVE_HTTP_PORT and :$OLIVE_HTTPS_PORT (tls)"
-  "$OLIVE_BIN" serve --config "$TMP/olive.toml" > "$TMP/olive.log" 2>&1 &
+  "${launch[@]}" ${launch:+--callgrind-out-file="$TMP/callgrind-olive.out"} "$OLIVE_BIN" serve --config "$TMP/olive.toml" > "$TMP/olive.log" 2>&1 &
+  OLIVE_PID=$!
   PIDS+=($!)
   wait_http olive "$!" "http://127.0.0.1:$OLIVE_HTTP_PORT/" 200
   wait_http olive "${PIDS[-1]}" "https://127.0.0.1:$OLIVE_HTTPS_PORT/" 200
@@ -272,6 +299,38 @@ cp "$TMP"/*.toml "$TMP"/nginx/nginx.conf "$RESULTS"/ 2> /dev/null || true
 run_wrk() { # DURATION URL OUTFILE
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$1"s --latency "$2" > "$3" 2>&1 || { cat "$3" >&2; die "wrk failed on $2"; }
 }
+
+if [[ $CALLGRIND == 1 ]]; then
+  {
+    echo "callgrind: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s after a 3 s warm-up, one olive worker, one nginx process;" \
+      "${BODY_BYTES}-byte body; $(git rev-parse --short HEAD 2> /dev/null || echo '?'), $("$NGINX" -v 2>&1 | sed 's/.*: //')"
+    echo
+    echo "| target | scheme | requests | instructions per request |"
+    echo "|---|---|---:|---:|"
+    for scheme in $SCHEMES; do
+      for target in "${target_list[@]}"; do
+        url=$(url_for "$target" "$scheme")
+        [[ -n $url ]] || continue
+        pid=$OLIVE_PID
+        [[ $target == nginx ]] && pid=$NGINX_PID
+        run_wrk 3 "$url" "$TMP/warmup.txt"
+        callgrind_control -z "$pid" > /dev/null 2>&1
+        out=$RESULTS/$target-$scheme-callgrind.txt
+        run_wrk "$DURATION" "$url" "$out"
+        callgrind_control -d "$pid" > /dev/null 2>&1
+        sleep 1
+        dump=$(ls -t "$TMP/callgrind-$target.out".* | head -n 1)
+        instructions=$(callgrind_annotate "$dump" 2> /dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+        requests=$(awk '/requests in/ { print $1 }' "$out")
+        log "$target $scheme: $instructions instructions, $requests requests"
+        printf '| %s | %s | %s | %.0f |\n' "$target" "$scheme" "$requests" "$((instructions / requests))"
+      done
+    done
+  } > "$RESULTS/summary.md"
+  echo
+  cat "$RESULTS/summary.md"
+  exit 0
+fi
 
 if ((WARMUP > 0)); then
   for scheme in $SCHEMES; do
