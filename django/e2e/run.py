@@ -38,6 +38,10 @@ def check(name, ok, detail=""):
     return ok
 
 
+# How long a check waits for a live update to show (ms).
+LIVE = 5000
+
+
 def wait_for(page, js, arg=None, timeout=5000):
     """True once `js` is truthy in the page within `timeout` ms."""
     try:
@@ -112,9 +116,12 @@ def scenario(stack, browser, latency_n):
     check("bob sees that ann is typing", wait_for(bob, "() => document.querySelector('.olive-typing').textContent.includes('Ann Archer')"))
 
     post(ann, "hello from ann")
-    shown = wait_for(bob, HAS_TEXT, "hello from ann", timeout=1000)
-    check("a comment ann posts is shown to bob within 1 s, without reloading", shown)
-    check("the SSE page gets it too", wait_for(mod, HAS_TEXT, "hello from ann", timeout=1000))
+    # Generous waits in the checks: the 1 s target is measured at the end
+    # (--latency), not timed here, where a loaded CI machine (both browser
+    # runs at once) once took longer.
+    shown = wait_for(bob, HAS_TEXT, "hello from ann", timeout=LIVE)
+    check("a comment ann posts is shown to bob, without reloading", shown)
+    check("the SSE page gets it too", wait_for(mod, HAS_TEXT, "hello from ann", timeout=LIVE))
     check("ann sees her own comment once", wait_for(ann, f"() => document.querySelectorAll('.olive-comments article').length === 1"))
 
     # Preview and refusals are shown in place, under the form.
@@ -136,7 +143,7 @@ def scenario(stack, browser, latency_n):
     ann.mouse.up()
     check("ann's drag sets the rectangle", ann.input_value("input[name=w]") not in ("", "0.0000"))
     post(ann, "look at this roof")
-    check("bob sees the comment about the region", wait_for(bob, HAS_TEXT, "look at this roof", timeout=1000))
+    check("bob sees the comment about the region", wait_for(bob, HAS_TEXT, "look at this roof", timeout=LIVE))
     rect = bob.evaluate("""() => { const b = document.querySelector('.olive-boxes .olive-box:not(.olive-draft)');
                                    return b && [b.style.left, b.style.top, b.style.width, b.style.height]; }""")
     check("the rectangle appears on bob's image where ann drew it", rect and rect[0].startswith("20") and rect[1].startswith("30"), str(rect))
@@ -160,7 +167,7 @@ def scenario(stack, browser, latency_n):
     cookie = next(c["value"] for c in bob.context.cookies() if c["name"] == "olive_token")
     check("... with a new cookie", cookie != stale)
     post(ann, "after the refresh")
-    check("bob gets comments after the refresh", wait_for(bob, HAS_TEXT, "after the refresh", timeout=1000))
+    check("bob gets comments after the refresh", wait_for(bob, HAS_TEXT, "after the refresh", timeout=LIVE))
 
     # olive restarts; meanwhile two comments are posted (through the
     # comments framework, as the persister does). Bob's page reconnects
@@ -170,7 +177,7 @@ def scenario(stack, browser, latency_n):
     for n in (1, 2):
         stack.manage("shell", "-c", MEANWHILE.format(n=n))
     stack.start_olive()
-    ok = wait_for(bob, HAS_TEXT, "meanwhile 1", timeout=20000) and wait_for(bob, HAS_TEXT, "meanwhile 2", timeout=1000)
+    ok = wait_for(bob, HAS_TEXT, "meanwhile 1", timeout=20000) and wait_for(bob, HAS_TEXT, "meanwhile 2", timeout=LIVE)
     check("after olive restarted bob's page shows the comments posted meanwhile", ok)
     check("bob is live again", live(bob) and live(ann))
     check("no comment is shown twice", bob.evaluate("() => { const ids = [...document.querySelectorAll('.olive-comments article')].map(a => a.id); return ids.length === new Set(ids).size && ids.length === 5; }"))
@@ -202,14 +209,14 @@ def moderation(stack, ann, bob, mod):
     check("the moderated note's pages connect", live(ann2) and live(bob2)
           and wait_for(mod2, "() => document.querySelector('section.olive').dataset.state.startsWith('live')", timeout=15000))
     post(ann2, "please approve")
-    check("the moderator sees the comment awaiting moderation", wait_for(mod2, HAS_TEXT, "please approve", timeout=1000))
+    check("the moderator sees the comment awaiting moderation", wait_for(mod2, HAS_TEXT, "please approve", timeout=LIVE))
     check("... marked as pending", mod2.evaluate("() => !!document.querySelector('.olive-comments .olive-pending')"))
     check("others do not", not wait_for(bob2, HAS_TEXT, "please approve", timeout=500))
     pk = mod2.evaluate("() => document.querySelector('.olive-comments .olive-pending').dataset.comment")
     csrf = mod2.evaluate("() => document.querySelector('input[name=csrfmiddlewaretoken]').value")
     mod2.evaluate("""([pk, csrf]) => fetch(`/comments/approve/${pk}/`, {method: "POST", credentials: "same-origin",
                         headers: {"X-CSRFToken": csrf}})""", [pk, csrf])
-    check("once approved, everyone sees it", wait_for(bob2, HAS_TEXT, "please approve", timeout=2000))
+    check("once approved, everyone sees it", wait_for(bob2, HAS_TEXT, "please approve", timeout=LIVE))
     for page in pages:
         page.close()
 
