@@ -64,6 +64,6 @@ pub fn outside(shutdown: CancellationToken, spread: Duration, ended: SessionEnd)
 }
 
 /// A uniformly random share of `spread`.
-pub fn reconnect_delay(spread: Duration) -> Duration {
+fn reconnect_delay(spread: Duration) -> Duration {
     spread.mul_f64(fastrand::f64())
 }
